@@ -1,0 +1,38 @@
+"""Case lists: text files with one case ID per line."""
+from pathlib import Path
+
+from utils.errors import UserError
+
+
+def read_case_list(path) -> list[str]:
+    """IDs in file order; blank lines, surrounding spaces and Windows line ends are ignored.
+
+    A missing file or a case named twice is a ``UserError`` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"case list not found: {path} (pass the right file with --train_list/--val_list/--test_list)")
+    ids, first_line = [], {}
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        case_id = line.strip()
+        if not case_id:
+            continue
+        if case_id in first_line:
+            raise UserError(f"{path}: case {case_id!r} is listed twice (lines {first_line[case_id]} and {number}); "
+                            "remove one of them")
+        first_line[case_id] = number
+        ids.append(case_id)
+    if not ids:
+        raise UserError(f"case list {path} names no case")
+    return ids
+
+
+def split_labeled(case_ids: list[str], labelnum: int, max_samples: int | None = None) -> tuple[list[str], list[str]]:
+    """The first ``labelnum`` cases are labeled, the rest (up to ``max_samples`` in all) unlabeled."""
+    pool = case_ids[:max_samples] if max_samples else case_ids
+    if labelnum < 1:
+        raise UserError(f"--labelnum must be at least 1, got {labelnum}")
+    if labelnum > len(pool):
+        raise UserError(f"--labelnum {labelnum} is larger than the {len(pool)} cases in the training list"
+                        f"{' (capped by --max_samples)' if max_samples else ''}; use at most {len(pool)}")
+    return pool[:labelnum], pool[labelnum:]

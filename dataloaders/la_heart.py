@@ -1,0 +1,81 @@
+"""The LA dataset in the UA-MT layout: ``<root>/<ID>/mri_norm2.h5`` holding ``image``
+(float32, z-scored) and ``label`` (uint8, 0 background / 1 atrium), shape (X, Y, Z)."""
+from pathlib import Path
+
+import h5py
+import numpy as np
+from torch.utils.data import Dataset
+
+from utils.errors import UserError
+
+VOLUME_FILE = "mri_norm2.h5"
+
+
+def case_path(root, case_id: str) -> Path:
+    return Path(root) / case_id / VOLUME_FILE
+
+
+def check_root(root) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data folder not found: {root} (pass --root_path; see README.md to get the LA data, "
+                        "or use --dataset_name Synthetic)")
+    return root
+
+
+def read_case(root, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image float32, label uint8) of one case, each (X, Y, Z)."""
+    path = case_path(root, case_id)
+    if not path.is_file():
+        raise UserError(f"case {case_id!r} is listed but {path} does not exist; fix the list or the data folder")
+    try:
+        with h5py.File(path, "r") as f:
+            image, label = f["image"][:], f["label"][:]
+    except (OSError, KeyError) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+    if image.shape != label.shape:
+        raise UserError(f"{path}: image shape {image.shape} differs from label shape {label.shape}")
+    return image.astype(np.float32, copy=False), label.astype(np.uint8, copy=False)
+
+
+def read_shape(root, case_id: str) -> tuple[int, ...]:
+    """The image shape from the h5 header, without decompressing the volume."""
+    path = case_path(root, case_id)
+    if not path.is_file():
+        raise UserError(f"case {case_id!r} is listed but {path} does not exist; fix the list or the data folder")
+    try:
+        with h5py.File(path, "r") as f:
+            return tuple(f["image"].shape)
+    except (OSError, KeyError) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+
+
+def check_patch_fits(shapes: dict, patch_size) -> None:
+    """A patch larger than every volume along some axis is almost surely a wrong flag."""
+    for axis, p in enumerate(patch_size):
+        largest = max(shape[axis] for shape in shapes.values())
+        if p > largest:
+            raise UserError(f"--patch_size {' '.join(map(str, patch_size))} is larger than every volume along axis "
+                            f"{axis} (largest is {largest} voxels); choose a smaller patch")
+
+
+class LAHeart(Dataset):
+    """One sample per case: ``{"image", "label", "case"}`` after ``transform(sample, rng)``.
+
+    ``rng`` is this dataset's generator; DataLoader workers reseed it (see
+    ``seed_worker``) so that they do not draw identical augmentations.
+    """
+
+    def __init__(self, root, case_ids, transform=None, rng: np.random.Generator | None = None):
+        self.root = check_root(root)
+        self.case_ids = list(case_ids)
+        self.transform = transform
+        self.rng = rng if rng is not None else np.random.default_rng()
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        image, label = read_case(self.root, self.case_ids[index])
+        sample = {"image": image, "label": label, "case": self.case_ids[index]}
+        return self.transform(sample, self.rng) if self.transform else sample

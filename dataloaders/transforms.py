@@ -1,0 +1,94 @@
+"""Augmentations of the LA scripts on ``{"image": (X, Y, Z), "label": (X, Y, Z)}`` samples.
+
+Random transforms take a ``numpy.random.Generator`` at call time so that the
+caller owns the random stream (reproducible runs, seeded workers, and the
+on-device path of ``dataloaders.batches`` drawing the very same numbers).
+"""
+import numpy as np
+import torch
+
+
+def draw_rot_flip(rng: np.random.Generator) -> tuple[int, int]:
+    """k quarter turns in the x/y plane (0..3), then the axis to flip (0 = x or 1 = y)."""
+    return int(rng.integers(0, 4)), int(rng.integers(0, 2))
+
+
+def draw_crop_start(rng: np.random.Generator, shape, patch_size) -> tuple[int, ...]:
+    """A uniformly random corner so the patch lies inside ``shape`` (voxels)."""
+    return tuple(int(rng.integers(0, s - p + 1)) for s, p in zip(shape, patch_size))
+
+
+def center_crop_start(shape, patch_size) -> tuple[int, ...]:
+    return tuple((s - p) // 2 for s, p in zip(shape, patch_size))
+
+
+def padding_to(shape, patch_size) -> list[tuple[int, int]]:
+    """(before, after) zero padding per axis that makes ``shape`` at least ``patch_size``."""
+    pads = []
+    for s, p in zip(shape, patch_size):
+        missing = max(p - s, 0)
+        pads.append((missing // 2, missing - missing // 2))
+    return pads
+
+
+def _pad(sample: dict, patch_size) -> dict:
+    pads = padding_to(sample["image"].shape, patch_size)
+    if not any(before or after for before, after in pads):
+        return sample
+    return {**sample, "image": np.pad(sample["image"], pads), "label": np.pad(sample["label"], pads)}
+
+
+def _crop(sample: dict, start, patch_size) -> dict:
+    region = tuple(slice(b, b + p) for b, p in zip(start, patch_size))
+    return {**sample, "image": sample["image"][region], "label": sample["label"][region]}
+
+
+class RandomRotFlip:
+    """Rotate by k * 90 degrees in the x/y plane, then flip along x or y."""
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        k, axis = draw_rot_flip(rng)
+        image = np.flip(np.rot90(sample["image"], k, axes=(0, 1)), axis=axis)
+        label = np.flip(np.rot90(sample["label"], k, axes=(0, 1)), axis=axis)
+        return {**sample, "image": np.ascontiguousarray(image), "label": np.ascontiguousarray(label)}
+
+
+class RandomCrop:
+    """A random ``patch_size`` crop; volumes smaller than the patch are zero-padded first."""
+
+    def __init__(self, patch_size):
+        self.patch_size = tuple(patch_size)
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        sample = _pad(sample, self.patch_size)
+        return _crop(sample, draw_crop_start(rng, sample["image"].shape, self.patch_size), self.patch_size)
+
+
+class CenterCrop:
+    """The central ``patch_size`` crop; volumes smaller than the patch are zero-padded first."""
+
+    def __init__(self, patch_size):
+        self.patch_size = tuple(patch_size)
+
+    def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
+        sample = _pad(sample, self.patch_size)
+        return _crop(sample, center_crop_start(sample["image"].shape, self.patch_size), self.patch_size)
+
+
+class ToTensor:
+    """image -> float32 tensor (1, X, Y, Z) with a channel axis; label -> int64 tensor (X, Y, Z)."""
+
+    def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
+        image = torch.from_numpy(np.ascontiguousarray(sample["image"], dtype=np.float32))[None]
+        label = torch.from_numpy(np.ascontiguousarray(sample["label"]).astype(np.int64))
+        return {**sample, "image": image, "label": label}
+
+
+class Compose:
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
+        for transform in self.transforms:
+            sample = transform(sample, rng)
+        return sample

@@ -1,0 +1,3 @@
+from networks.vnet import VNet
+
+__all__ = ["VNet"]

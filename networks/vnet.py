@@ -1,0 +1,96 @@
+"""The VNet of the semi-supervised left-atrium literature (UA-MT, SSL4MIS).
+
+Encoder stages of 1, 2, 3, 3, 3 conv blocks at 16, 32, 64, 128, 256 channels
+(for ``n_filters=16``), stride-2 convolutions to go down, stride-2 transposed
+convolutions to go up, *additive* skip connections, and a 1x1x1 output conv.
+With ``n_channels=1, n_classes=2, normalization="batchnorm"`` it has
+9,448,866 parameters, the number the published results were obtained with.
+"""
+import torch
+from torch import nn
+
+NORMALIZATIONS = ("batchnorm", "groupnorm", "instancenorm", "none")
+
+
+def _norm(kind: str, channels: int) -> list:
+    if kind == "batchnorm":
+        return [nn.BatchNorm3d(channels)]
+    if kind == "groupnorm":
+        return [nn.GroupNorm(num_groups=16, num_channels=channels)]
+    if kind == "instancenorm":
+        return [nn.InstanceNorm3d(channels)]
+    if kind == "none":
+        return []
+    raise ValueError(f"unknown normalization {kind!r}; choose one of {', '.join(NORMALIZATIONS)}")
+
+
+def conv_stage(n_convs: int, in_channels: int, out_channels: int, normalization: str) -> nn.Sequential:
+    """``n_convs`` times (3x3x3 conv, norm, ReLU); the first conv changes the width."""
+    layers = []
+    for i in range(n_convs):
+        layers.append(nn.Conv3d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1))
+        layers += _norm(normalization, out_channels)
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def down(in_channels: int, out_channels: int, normalization: str) -> nn.Sequential:
+    """Halve each spatial size with a 2x2x2 stride-2 conv (+ norm + ReLU)."""
+    return nn.Sequential(nn.Conv3d(in_channels, out_channels, 2, stride=2),
+                         *_norm(normalization, out_channels), nn.ReLU(inplace=True))
+
+
+def up(in_channels: int, out_channels: int, normalization: str) -> nn.Sequential:
+    """Double each spatial size with a 2x2x2 stride-2 transposed conv (+ norm + ReLU)."""
+    return nn.Sequential(nn.ConvTranspose3d(in_channels, out_channels, 2, stride=2),
+                         *_norm(normalization, out_channels), nn.ReLU(inplace=True))
+
+
+class VNet(nn.Module):
+    """VNet: ``(B, n_channels, X, Y, Z) -> (B, n_classes, X, Y, Z)`` logits.
+
+    X, Y and Z must be multiples of 16 (four halvings). ``has_dropout`` applies
+    Dropout3d(0.5) to the bottleneck and before the output conv, active in
+    training mode only (Mean Teacher relies on it as part of its noise).
+    """
+
+    def __init__(self, n_channels: int = 1, n_classes: int = 2, n_filters: int = 16,
+                 normalization: str = "batchnorm", has_dropout: bool = False):
+        super().__init__()
+        f = n_filters
+        self.has_dropout = has_dropout
+        self.enc1 = conv_stage(1, n_channels, f, normalization)
+        self.down1 = down(f, 2 * f, normalization)
+        self.enc2 = conv_stage(2, 2 * f, 2 * f, normalization)
+        self.down2 = down(2 * f, 4 * f, normalization)
+        self.enc3 = conv_stage(3, 4 * f, 4 * f, normalization)
+        self.down3 = down(4 * f, 8 * f, normalization)
+        self.enc4 = conv_stage(3, 8 * f, 8 * f, normalization)
+        self.down4 = down(8 * f, 16 * f, normalization)
+        self.bottleneck = conv_stage(3, 16 * f, 16 * f, normalization)
+        self.up4 = up(16 * f, 8 * f, normalization)
+        self.dec4 = conv_stage(3, 8 * f, 8 * f, normalization)
+        self.up3 = up(8 * f, 4 * f, normalization)
+        self.dec3 = conv_stage(3, 4 * f, 4 * f, normalization)
+        self.up2 = up(4 * f, 2 * f, normalization)
+        self.dec2 = conv_stage(2, 2 * f, 2 * f, normalization)
+        self.up1 = up(2 * f, f, normalization)
+        self.dec1 = conv_stage(1, f, f, normalization)
+        self.out_conv = nn.Conv3d(f, n_classes, 1)
+        self.dropout = nn.Dropout3d(p=0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.enc1(x)
+        x2 = self.enc2(self.down1(x1))
+        x3 = self.enc3(self.down2(x2))
+        x4 = self.enc4(self.down3(x3))
+        x5 = self.bottleneck(self.down4(x4))
+        if self.has_dropout:
+            x5 = self.dropout(x5)
+        x = self.dec4(self.up4(x5) + x4)
+        x = self.dec3(self.up3(x) + x3)
+        x = self.dec2(self.up2(x) + x2)
+        x = self.dec1(self.up1(x) + x1)
+        if self.has_dropout:
+            x = self.dropout(x)
+        return self.out_conv(x)

@@ -1,0 +1,115 @@
+"""Mean Teacher for semi-supervised 3D segmentation (Tarvainen & Valpola, NeurIPS 2017),
+with the VNet and schedule of the left-atrium literature (UA-MT, Yu et al., MICCAI 2019).
+
+Each iteration: the student sees labeled and unlabeled patches; a supervised loss on the
+labeled ones; the teacher, an exponential moving average of the student, predicts the
+unlabeled patches under input noise; the student is pulled towards those predictions by a
+consistency loss whose weight ramps up; then the teacher follows the student.
+
+    python train_mean_teacher.py --dataset_name LA --labelnum 16 --gpu 0
+"""
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dataloaders.batches import make_training_batches
+from dataloaders.case_lists import read_case_list, split_labeled
+from utils.arguments import resolve_data_args, training_parser
+from utils.ema import ema_decay_at, make_teacher, update_teacher
+from utils.errors import UserError, report_user_errors
+from utils.losses import CONSISTENCY_LOSSES, supervised_loss
+from utils.ramps import sigmoid_rampup
+from utils.training import (VNET_CONFIG, MixedPrecision, Periodic, build_vnet, lr_at, memory_layout, set_lr,
+                            sgd, start_run)
+from utils.validation import Validator
+
+
+def parse_args():
+    parser = training_parser(__doc__, model_default="MT")
+    mt = parser.add_argument_group("mean teacher")
+    mt.add_argument("--ema_decay", type=float, default=0.99, help="teacher = ema_decay * teacher + (1 - ema_decay) * student")
+    mt.add_argument("--consistency_type", default="mse", choices=sorted(CONSISTENCY_LOSSES))
+    mt.add_argument("--consistency", type=float, default=0.1, help="final consistency weight")
+    mt.add_argument("--consistency_rampup", type=float, default=40.0,
+                    help="ramp-up length, in units of 150 iterations")
+    mt.add_argument("--noise_std", type=float, default=0.1, help="std of the teacher's input noise, clipped at 2 std")
+    args = resolve_data_args(parser.parse_args())
+    if args.labeled_bs >= args.batch_size:
+        raise UserError(f"--labeled_bs ({args.labeled_bs}) must be smaller than --batch_size ({args.batch_size}): "
+                        "Mean Teacher needs unlabeled samples in every batch")
+    return args
+
+
+@report_user_errors
+def main():
+    args = parse_args()
+    device, run = start_run(args)
+
+    # Data: the first labelnum training cases are labeled, the rest unlabeled.
+    labeled_ids, unlabeled_ids = split_labeled(read_case_list(args.train_list), args.labelnum, args.max_samples)
+    if not unlabeled_ids:
+        raise UserError(f"all {len(labeled_ids)} training cases are labeled, so Mean Teacher has no unlabeled data; "
+                        "lower --labelnum or use train_sup.py")
+    run.info(f"{len(labeled_ids)} labeled and {len(unlabeled_ids)} unlabeled cases, patch {args.patch_size}")
+    batches = make_training_batches(args.root_path, labeled_ids, unlabeled_ids, args.batch_size, args.labeled_bs,
+                                    args.patch_size, args.seed, device, bool(args.data_on_device), args.num_workers)
+    validator = None
+    if args.val_list:
+        validator = Validator(args.root_path, read_case_list(args.val_list), args.patch_size, args.num_classes, device)
+
+    # Models: the student learns; the teacher is its moving average and gets no gradients.
+    layout = memory_layout(device, bool(args.channels_last))
+    student = build_vnet(args.num_classes, device, layout)
+    teacher = make_teacher(student, build_vnet(args.num_classes, device, layout))
+    student_forward = torch.compile(student) if args.compile else student
+    optimizer = sgd(student, args.base_lr, foreach=bool(args.foreach))
+    precision = MixedPrecision(device, bool(args.amp))
+    consistency_loss_fn = CONSISTENCY_LOSSES[args.consistency_type]
+    student.train()
+    teacher.train()  # as in the original: batch statistics and dropout are part of the teacher's noise
+
+    def checkpoint(iteration):
+        return {"iteration": iteration + 1, "network": {**VNET_CONFIG, "n_classes": args.num_classes},
+                "student": student.state_dict(), "teacher": teacher.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": precision.scaler.state_dict(), "args": vars(args)}
+
+    periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.val_every, validator)
+    labeled_bs = args.labeled_bs
+    progress = tqdm(range(args.max_iterations), desc="Mean Teacher", dynamic_ncols=True)
+    for iteration in progress:
+        lr = lr_at(iteration, args.base_lr, args.lr_decay_every)
+        set_lr(optimizer, lr)
+        image, label = next(batches)
+        image = image.contiguous(memory_format=layout)
+        unlabeled = image[labeled_bs:]
+
+        with precision.autocast():
+            # Student on the whole batch; supervised loss on its labeled part.
+            student_logits = student_forward(image)
+            loss_sup = supervised_loss(student_logits[:labeled_bs], label[:labeled_bs])
+
+            # Teacher on the unlabeled part, under small clipped Gaussian input noise.
+            noise = torch.clamp(torch.randn_like(unlabeled) * args.noise_std, -2 * args.noise_std, 2 * args.noise_std)
+            with torch.no_grad():
+                teacher_logits = teacher(unlabeled + noise)
+
+        # Consistency between student and teacher on unlabeled data, ramped up over training.
+        consistency_weight = args.consistency * sigmoid_rampup(iteration // 150, args.consistency_rampup)
+        loss_consistency = consistency_loss_fn(student_logits[labeled_bs:], teacher_logits)
+        loss = loss_sup + consistency_weight * loss_consistency
+
+        precision.step(loss, optimizer)
+        update_teacher(teacher, student, ema_decay_at(iteration, args.ema_decay), foreach=bool(args.foreach))
+
+        periodic.after(iteration, {"loss/total": loss, "loss/supervised": loss_sup,
+                                   "loss/consistency": loss_consistency, "train/consistency_weight": consistency_weight,
+                                   "train/lr": lr}, lambda: checkpoint(iteration), student)
+        if periodic.last:
+            progress.set_postfix(loss=f"{periodic.last['loss/total']:.4f}", refresh=False)
+
+    run.info(f"done: {args.max_iterations} iterations; checkpoints in {run.path}")
+    run.close()
+
+
+if __name__ == "__main__":
+    main()

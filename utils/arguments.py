@@ -1,0 +1,74 @@
+"""Command-line flags shared by the training scripts, named as in the original LA scripts."""
+import argparse
+from pathlib import Path
+
+from dataloaders.datasets import DATASETS, dataset_defaults, ensure_synthetic
+from utils.errors import UserError
+
+
+def training_parser(description: str, model_default: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset_name", default="LA", choices=sorted(DATASETS))
+    data.add_argument("--root_path", default=None,
+                      help="folder of case sub-folders (default: the dataset's, e.g. data/LA/2018LA_Seg_Training Set)")
+    data.add_argument("--train_list", default=None, help="training case IDs (default: <root>/../train.list)")
+    data.add_argument("--val_list", default=None,
+                      help="validation case IDs, scored every --val_every iterations (never the test list)")
+    data.add_argument("--labelnum", type=int, default=25, help="the first LABELNUM training cases are labeled")
+    data.add_argument("--max_samples", type=int, default=None,
+                      help="use at most this many training cases (labeled + unlabeled); default all")
+    data.add_argument("--patch_size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                      help="training patch in voxels (default: the dataset's, 112 112 80 for LA)")
+    run = p.add_argument_group("run")
+    run.add_argument("--exp", default="vnet", help="experiment name, part of the run folder")
+    run.add_argument("--model", default=model_default, help="method name, the run folder's last part")
+    run.add_argument("--max_iterations", type=int, default=6000)
+    run.add_argument("--batch_size", type=int, default=4, help="samples per iteration, labeled + unlabeled")
+    run.add_argument("--labeled_bs", type=int, default=2, help="labeled samples per iteration")
+    run.add_argument("--base_lr", type=float, default=0.01)
+    run.add_argument("--lr_decay_every", type=int, default=2500,
+                     help="multiply the learning rate by 0.1 every this many iterations (0: constant)")
+    run.add_argument("--deterministic", type=int, default=1,
+                     help="1: deterministic cuDNN kernels; 0: cudnn.benchmark (faster)")
+    run.add_argument("--seed", type=int, default=1337)
+    run.add_argument("--gpu", type=str, default="0", help="visible GPU(s), sets CUDA_VISIBLE_DEVICES")
+    run.add_argument("--val_every", type=int, default=500, help="iterations between validations (with --val_list)")
+    run.add_argument("--save_every", type=int, default=1000, help="iterations between iter_N.pth snapshots")
+    run.add_argument("--log_every", type=int, default=20, help="iterations between log lines")
+    run.add_argument("--overwrite", action="store_true", help="reuse a run folder that already holds checkpoints")
+    speed = p.add_argument_group("speed (each 0 gives the original, plain path)")
+    speed.add_argument("--data_on_device", type=int, default=1,
+                       help="1: read every volume once into device memory, augment there; "
+                            "0: DataLoader workers read and augment each sample (original)")
+    speed.add_argument("--num_workers", type=int, default=2, help="DataLoader workers when --data_on_device 0")
+    speed.add_argument("--amp", type=int, default=1, help="bf16 (fp16 + grad scaling on older GPUs) autocast on CUDA")
+    speed.add_argument("--channels_last", type=int, default=1, help="channels_last_3d memory layout on CUDA")
+    speed.add_argument("--foreach", type=int, default=1, help="multi-tensor EMA update and optimizer step")
+    speed.add_argument("--compile", type=int, default=0, help="torch.compile the student (slow start, faster steps)")
+    return p
+
+
+def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill dataset defaults, check the flags against each other, make paths absolute."""
+    defaults = dataset_defaults(args.dataset_name)
+    args.root_path = args.root_path or defaults.root_path
+    args.patch_size = tuple(args.patch_size or defaults.patch_size)
+    args.num_classes = defaults.num_classes
+    if args.dataset_name == "Synthetic":
+        ensure_synthetic(args.root_path)
+    root = Path(args.root_path)
+    if not root.is_dir():
+        raise UserError(f"data folder not found: {root} (pass --root_path; README.md says how to get the "
+                        f"{args.dataset_name} data, or try --dataset_name Synthetic)")
+    args.train_list = args.train_list or str(root.parent / "train.list")
+    bad_patch = [p for p in args.patch_size if p < 16 or p % 16]
+    if bad_patch:
+        raise UserError(f"--patch_size values must be positive multiples of 16 (the VNet halves them 4 times), "
+                        f"got {' '.join(map(str, args.patch_size))}")
+    if not 1 <= args.labeled_bs <= args.batch_size:
+        raise UserError(f"--labeled_bs must be between 1 and --batch_size ({args.batch_size}), got {args.labeled_bs}")
+    if args.max_iterations < 1:
+        raise UserError(f"--max_iterations must be at least 1, got {args.max_iterations}")
+    return args

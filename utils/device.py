@@ -1,0 +1,50 @@
+"""Choosing the device, seeding, and describing the runtime for the run header."""
+import os
+import random
+import warnings
+
+import numpy as np
+import torch
+
+
+def select_device(gpu: str) -> torch.device:
+    """Make only the GPUs named in ``gpu`` ("0", "0,1") visible and return the first,
+    or the CPU when CUDA is unavailable. Must run before anything touches CUDA."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, numpy and torch; deterministic cuDNN kernels, or the fastest (benchmark)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def runtime_versions() -> dict:
+    """torch / CUDA / cuDNN versions and the GPU name, for config.json and the log header."""
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def warn_known_bad_runtime() -> str | None:
+    """torch 2.9.0 turned cuDNN off for 3D convolutions (about 4x slower); say so once."""
+    if torch.__version__.startswith("2.9.0") and torch.cuda.is_available():
+        message = ("torch 2.9.0 disables cuDNN for 3D convolutions, which makes this network about 4x slower "
+                   "on a GPU; install another torch version")
+        warnings.warn(message)
+        return message
+    return None
+
+
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """bf16 where the GPU has it, fp16 otherwise (with a grad scaler), None for fp32.
+    Autocast stays off on the CPU, where 3D convolutions gain nothing from it."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

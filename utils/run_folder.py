@@ -1,0 +1,108 @@
+"""The run folder: ``log.txt``, TensorBoard scalars, ``config.json`` and checkpoints."""
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from utils.checkpoint import save_checkpoint
+from utils.errors import UserError
+
+
+def run_folder_path(dataset_name: str, exp: str, labelnum: int, model: str, base="model") -> Path:
+    """``model/{dataset}_{exp}_{labelnum}_labeled/{model}``, the layout of the original scripts."""
+    return Path(base) / f"{dataset_name}_{exp}_{labelnum}_labeled" / model
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class _TqdmHandler(logging.Handler):
+    """Console logging that does not break the progress bar."""
+
+    def emit(self, record):
+        tqdm.write(self.format(record), file=sys.stdout)
+
+
+def _summary_writer(path: Path):
+    """tensorboardX where installed, else torch's own writer, else no TensorBoard."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+    return SummaryWriter(str(path))
+
+
+class RunFolder:
+    """Everything a run writes. Scalars are buffered as device tensors and written every
+    ``flush_scalars()`` call, so logging does not stall the GPU every iteration."""
+
+    def __init__(self, path, overwrite: bool = False):
+        self.path = Path(path)
+        existing = sorted(self.path.glob("*.pth")) if self.path.is_dir() else []
+        if existing and not overwrite:
+            raise UserError(f"run folder {self.path} already holds checkpoints ({existing[0].name}, ...); "
+                            "choose a new --exp, or pass --overwrite to replace them")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.logger = logging.getLogger(f"run.{self.path}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        for handler in list(self.logger.handlers):
+            self.logger.removeHandler(handler)
+        formatter = logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S")
+        for handler in (logging.FileHandler(self.path / "log.txt", mode="a"), _TqdmHandler()):
+            handler.setFormatter(formatter)
+            self.logger.addHandler(handler)
+        self.writer = _summary_writer(self.path / "tensorboard")
+        self._pending: list[tuple[int, dict]] = []
+
+    def info(self, message: str) -> None:
+        self.logger.info(message)
+
+    def write_config(self, config: dict) -> None:
+        (self.path / "config.json").write_text(json.dumps({**config, "git_commit": git_commit()}, indent=2,
+                                                          default=str))
+
+    def add_scalars(self, iteration: int, scalars: dict) -> None:
+        """Queue scalars (tensors or numbers) of one iteration."""
+        self._pending.append((iteration, {k: v.detach() if torch.is_tensor(v) else v for k, v in scalars.items()}))
+
+    def flush_scalars(self) -> dict:
+        """Write queued scalars to TensorBoard and the last iteration's to the log; returns those."""
+        if not self._pending:
+            return {}
+        tensors = [v.float().reshape(()) for _, s in self._pending for v in s.values() if torch.is_tensor(v)]
+        fetched = iter(torch.stack(tensors).cpu().tolist() if tensors else [])  # one device sync
+        rows = [(iteration, {k: next(fetched) if torch.is_tensor(v) else float(v) for k, v in s.items()})
+                for iteration, s in self._pending]
+        self._pending.clear()
+        if self.writer is not None:
+            for iteration, scalars in rows:
+                for name, value in scalars.items():
+                    self.writer.add_scalar(name, value, iteration)
+        iteration, last = rows[-1]
+        self.info(f"iteration {iteration + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+        return last
+
+    def save(self, name: str, state: dict) -> Path:
+        return save_checkpoint(state, self.path / name)
+
+    def close(self) -> None:
+        self.flush_scalars()
+        if self.writer is not None:
+            self.writer.close()
+        for handler in list(self.logger.handlers):
+            handler.close()
+            self.logger.removeHandler(handler)

@@ -1,0 +1,104 @@
+"""Plumbing every training script needs, one call each: run setup, the network,
+mixed precision, the learning-rate schedule and the periodic log/validate/save."""
+import argparse
+from typing import Callable
+
+import torch
+from torch import nn
+
+from networks.vnet import VNet
+from utils.device import amp_dtype, runtime_versions, seed_everything, select_device, warn_known_bad_runtime
+from utils.run_folder import RunFolder, run_folder_path
+
+# The network of the LA literature; stored in every checkpoint so inference can rebuild it.
+VNET_CONFIG = {"n_channels": 1, "n_filters": 16, "normalization": "batchnorm", "has_dropout": True}
+
+
+def start_run(args: argparse.Namespace) -> tuple[torch.device, RunFolder]:
+    """Device, seeds, run folder, config.json and the run header in the log."""
+    device = select_device(args.gpu)
+    seed_everything(args.seed, bool(args.deterministic))
+    run = RunFolder(run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model), args.overwrite)
+    versions = runtime_versions()
+    run.write_config({"args": vars(args), "runtime": versions})
+    run.info(f"run folder {run.path}")
+    run.info("runtime " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    if device.type == "cpu":
+        run.info("CUDA is not available: training on the CPU")
+    warning = warn_known_bad_runtime()
+    if warning:
+        run.info(f"WARNING: {warning}")
+    return device, run
+
+
+def memory_layout(device: torch.device, channels_last: bool) -> torch.memory_format:
+    """channels_last_3d where it pays (cuDNN on CUDA), the default layout elsewhere."""
+    return torch.channels_last_3d if channels_last and device.type == "cuda" else torch.contiguous_format
+
+
+def build_vnet(num_classes: int, device: torch.device, layout=torch.contiguous_format) -> nn.Module:
+    return VNet(n_classes=num_classes, **VNET_CONFIG).to(device, memory_format=layout)
+
+
+def lr_at(iteration: int, base_lr: float, decay_every: int) -> float:
+    """Step decay: base_lr * 0.1^(iteration // decay_every); constant when decay_every is 0."""
+    return base_lr * 0.1 ** (iteration // decay_every) if decay_every else base_lr
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def sgd(model: nn.Module, lr: float, foreach: bool) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9 and weight decay 1e-4, as in the LA scripts."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4, foreach=foreach)
+
+
+class MixedPrecision:
+    """bf16 autocast (or fp16 with loss scaling) on CUDA; plain fp32 when off or on the CPU."""
+
+    def __init__(self, device: torch.device, enabled: bool):
+        self.device = device
+        self.dtype = amp_dtype(device, enabled)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """zero_grad, backward, optimizer step (with loss scaling for fp16)."""
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+class Periodic:
+    """After each iteration: log every ``log_every``, validate every ``val_every`` (keeping
+    ``best_model.pth``), save ``iter_N.pth`` every ``save_every`` and at the end."""
+
+    def __init__(self, run: RunFolder, max_iterations: int, log_every: int, save_every: int,
+                 val_every: int = 0, validator=None):
+        self.run, self.max_iterations = run, max_iterations
+        self.log_every, self.save_every, self.val_every = log_every, save_every, val_every
+        self.validator = validator
+        self.best_score = -1.0
+        self.last = {}
+
+    def after(self, iteration: int, scalars: dict, checkpoint: Callable[[], dict], model: nn.Module) -> None:
+        done = iteration + 1
+        self.run.add_scalars(iteration, scalars)
+        if done % self.log_every == 0 or done == self.max_iterations:
+            self.last = self.run.flush_scalars()
+        if self.validator is not None and (done % self.val_every == 0 or done == self.max_iterations):
+            score = self.validator(model)
+            self.run.add_scalars(iteration, {"val/dice": score})
+            self.run.flush_scalars()
+            if score > self.best_score:
+                self.best_score = score
+                self.run.save("best_model.pth", {**checkpoint(), "val_dice": score})
+                self.run.info(f"new best validation Dice {score:.4f} at iteration {done}: best_model.pth")
+        if done % self.save_every == 0 or done == self.max_iterations:
+            path = self.run.save(f"iter_{done}.pth", checkpoint())
+            self.run.info(f"saved {path}")

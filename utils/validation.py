@@ -1,0 +1,34 @@
+"""Validation during training: whole-volume Dice on a validation list (never the test list)."""
+import torch
+
+from dataloaders.la_heart import read_case
+from utils.sliding_window import sliding_window_predict
+
+
+class Validator:
+    """Mean foreground Dice of a model over the validation cases, by sliding windows with
+    half-patch strides (coarser than ``inference.py``'s, to keep validation cheap)."""
+
+    def __init__(self, root, case_ids, patch_size, num_classes: int, device: torch.device,
+                 amp_dtype: torch.dtype | None = None):
+        self.volumes = [read_case(root, case_id) for case_id in case_ids]
+        self.patch_size = tuple(patch_size)
+        self.num_classes = num_classes
+        self.device = device
+        self.amp_dtype = amp_dtype
+
+    def __call__(self, model: torch.nn.Module) -> float:
+        was_training = model.training
+        model.eval()
+        scores = []
+        for image, label in self.volumes:
+            _, predicted = sliding_window_predict(model, image, self.patch_size, self.patch_size[0] // 2,
+                                                  self.patch_size[2] // 2, self.num_classes, self.device,
+                                                  amp_dtype=self.amp_dtype)
+            label = torch.as_tensor(label, device=self.device)
+            for c in range(1, self.num_classes):
+                p, g = predicted == c, label == c
+                denominator = p.sum() + g.sum()
+                scores.append(2 * (p & g).sum() / denominator if denominator > 0 else torch.tensor(0.0))
+        model.train(was_training)
+        return float(torch.stack([s.float().cpu() for s in scores]).mean())
