@@ -73,7 +73,8 @@ def main():
                 "student": student.state_dict(), "teacher": teacher.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": precision.scaler.state_dict(), "args": vars(args)}
 
-    periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.val_every, validator)
+    periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.val_every, validator,
+                        device=device, batches=batches)
     labeled_bs = args.labeled_bs
     progress = tqdm(range(args.max_iterations), desc="Mean Teacher", dynamic_ncols=True)
     for iteration in progress:
@@ -107,7 +108,6 @@ def main():
         if periodic.last:
             progress.set_postfix(loss=f"{periodic.last['loss/total']:.4f}", refresh=False)
 
-    run.info(f"done: {args.max_iterations} iterations; checkpoints in {run.path}")
     run.close()
 
 

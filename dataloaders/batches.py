@@ -12,6 +12,7 @@ worker they produce the same batches:
 Each ``next()`` returns ``(image (B, 1, X, Y, Z) float32, label (B, X, Y, Z) int64)``.
 """
 import functools
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -25,12 +26,26 @@ from dataloaders.transforms import (Compose, RandomCrop, RandomRotFlip, ToTensor
                                     draw_rot_flip, padding_to)
 
 
+class _Batches:
+    """An endless iterator that also counts the host time spent waiting in ``next()``."""
+    seconds_waiting = 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        start = time.perf_counter()
+        batch = self._next_batch()
+        self.seconds_waiting += time.perf_counter() - start
+        return batch
+
+
 def seed_worker(worker_id: int, seed: int) -> None:
     """Give each DataLoader worker its own augmentation stream (otherwise all draw the same)."""
     get_worker_info().dataset.rng = np.random.default_rng([seed, worker_id])
 
 
-class LoaderBatches:
+class LoaderBatches(_Batches):
     def __init__(self, root, case_ids, batch_sampler, patch_size, rng: np.random.Generator,
                  device: torch.device, num_workers: int = 2, seed: int = 0):
         transform = Compose([RandomRotFlip(), RandomCrop(patch_size), ToTensor()])
@@ -41,10 +56,7 @@ class LoaderBatches:
                                  worker_init_fn=functools.partial(seed_worker, seed=seed) if num_workers else None)
         self.batches = iter(self.loader)
 
-    def __iter__(self):
-        return self
-
-    def __next__(self):
+    def _next_batch(self):
         batch = next(self.batches)
         return (batch["image"].to(self.device, non_blocking=True),
                 batch["label"].to(self.device, non_blocking=True))
@@ -56,7 +68,7 @@ def read_volumes(root, case_ids, threads: int = 8) -> list[tuple[np.ndarray, np.
         return list(pool.map(lambda case_id: read_case(root, case_id), case_ids))
 
 
-class DeviceBatches:
+class DeviceBatches(_Batches):
     def __init__(self, volumes, batch_sampler, patch_size, rng: np.random.Generator, device: torch.device):
         self.images = [torch.from_numpy(image).to(device) for image, _ in volumes]
         self.labels = [torch.from_numpy(label).to(device) for _, label in volumes]
@@ -64,10 +76,7 @@ class DeviceBatches:
         self.rng = rng
         self.batches = iter(EndlessBatchSampler(batch_sampler))
 
-    def __iter__(self):
-        return self
-
-    def __next__(self):
+    def _next_batch(self):
         images, labels = [], []
         for index in next(self.batches):
             image, label = self._augment(self.images[index], self.labels[index])

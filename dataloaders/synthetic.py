@@ -34,10 +34,18 @@ def make_case(rng: np.random.Generator, shape) -> tuple[np.ndarray, np.ndarray]:
         radii = np.array(shape) * rng.uniform(0.14, 0.26, size=3)
         distance = sum(((coords[a] - blob_centre[a]) / radii[a]) ** 2 for a in range(3))
         label |= distance + deformation < 1
-    tissue = 0.25 * smooth_field(rng, shape, sigma=3) + 0.1 * smooth_field(rng, shape, sigma=1)
-    signal = np.clip(0.35 + tissue + 0.55 * ndimage.gaussian_filter(label.astype(np.float32), 1.0), 0, None)
-    signal *= 1 + 0.25 * smooth_field(rng, shape, sigma=12)  # coil bias field
-    noise = 0.12
+    # Bright unlabeled distractors (vessels, other chambers): the network must learn shape, not brightness.
+    distractors = np.zeros(shape, bool)
+    for _ in range(rng.integers(2, 4)):
+        blob_centre = np.array(shape) * rng.uniform(0.1, 0.9, size=3)
+        radii = np.array(shape) * rng.uniform(0.05, 0.1, size=3)
+        distractors |= sum(((coords[a] - blob_centre[a]) / radii[a]) ** 2 for a in range(3)) < 1
+    distractors &= ~ndimage.binary_dilation(label, iterations=2)
+    bright = ndimage.gaussian_filter((label | distractors).astype(np.float32), 1.0)
+    tissue = 0.25 * smooth_field(rng, shape, sigma=3) + 0.15 * smooth_field(rng, shape, sigma=1)
+    signal = np.clip(0.35 + tissue + 0.4 * bright, 0, None)
+    signal *= 1 + 0.3 * smooth_field(rng, shape, sigma=12)  # coil bias field
+    noise = 0.2
     image = np.hypot(signal + noise * rng.standard_normal(shape), noise * rng.standard_normal(shape))
     image = (image - image.mean()) / image.std()
     return image.astype(np.float32), label.astype(np.uint8)

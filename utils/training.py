@@ -1,6 +1,7 @@
 """Plumbing every training script needs, one call each: run setup, the network,
 mixed precision, the learning-rate schedule and the periodic log/validate/save."""
 import argparse
+import time
 from typing import Callable
 
 import torch
@@ -76,23 +77,37 @@ class MixedPrecision:
 
 class Periodic:
     """After each iteration: log every ``log_every``, validate every ``val_every`` (keeping
-    ``best_model.pth``), save ``iter_N.pth`` every ``save_every`` and at the end."""
+    ``best_model.pth``), save ``iter_N.pth`` every ``save_every`` and at the end; and time
+    the iterations after the first ``warmup`` (compilation, cuDNN autotuning)."""
 
     def __init__(self, run: RunFolder, max_iterations: int, log_every: int, save_every: int,
-                 val_every: int = 0, validator=None):
+                 val_every: int = 0, validator=None, device: torch.device | None = None, batches=None,
+                 warmup: int = 20):
         self.run, self.max_iterations = run, max_iterations
         self.log_every, self.save_every, self.val_every = log_every, save_every, val_every
         self.validator = validator
         self.best_score = -1.0
         self.last = {}
+        self.device, self.batches = device, batches
+        self.warmup = min(warmup, max_iterations - 1)
+        self.started = time.perf_counter()
+        self.clock = None  # (time, seconds waiting for data) when the warm-up ended
+        self.seconds_validating = 0.0
 
     def after(self, iteration: int, scalars: dict, checkpoint: Callable[[], dict], model: nn.Module) -> None:
         done = iteration + 1
+        if done == self.warmup:
+            self._synchronize()
+            self.clock = (time.perf_counter(), getattr(self.batches, "seconds_waiting", 0.0), self.seconds_validating)
         self.run.add_scalars(iteration, scalars)
+        if done == self.max_iterations:
+            self._report_speed(done)  # before the final validation and save
         if done % self.log_every == 0 or done == self.max_iterations:
             self.last = self.run.flush_scalars()
         if self.validator is not None and (done % self.val_every == 0 or done == self.max_iterations):
+            start = time.perf_counter()
             score = self.validator(model)
+            self.seconds_validating += time.perf_counter() - start
             self.run.add_scalars(iteration, {"val/dice": score})
             self.run.flush_scalars()
             if score > self.best_score:
@@ -102,3 +117,22 @@ class Periodic:
         if done % self.save_every == 0 or done == self.max_iterations:
             path = self.run.save(f"iter_{done}.pth", checkpoint())
             self.run.info(f"saved {path}")
+
+    def _synchronize(self):
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _report_speed(self, done: int) -> None:
+        self._synchronize()
+        now = time.perf_counter()
+        message = f"done: {done} iterations in {now - self.started:.1f} s"
+        if self.clock is not None:
+            start, waited, validated = self.clock
+            timed = done - self.warmup
+            per_iteration = (now - start - (self.seconds_validating - validated)) / timed  # saves included
+            wait = (getattr(self.batches, "seconds_waiting", 0.0) - waited) / timed
+            message += (f"; speed: {per_iteration:.4f} s/iteration over the last {timed} iterations, "
+                        f"data wait {wait:.4f} s/iteration")
+        if self.device is not None and self.device.type == "cuda":
+            message += f", peak GPU memory {torch.cuda.max_memory_allocated(self.device) / 2**30:.2f} GiB"
+        self.run.info(message)

@@ -1,0 +1,75 @@
+"""Labeled-only baseline: the VNet trained on the labeled cases alone, with the same
+supervised loss, schedule and flags as train_mean_teacher.py. Comparing the two isolates
+what the unlabeled cases add.
+
+Each iteration takes ``labeled_bs`` labeled patches (the labeled part of a Mean Teacher
+batch); ``--batch_size`` is accepted for command-line compatibility and not used.
+
+    python train_sup.py --dataset_name LA --labelnum 16 --gpu 0
+"""
+import torch
+from tqdm import tqdm
+
+from dataloaders.batches import make_training_batches
+from dataloaders.case_lists import read_case_list, split_labeled
+from utils.arguments import resolve_data_args, training_parser
+from utils.errors import report_user_errors
+from utils.losses import supervised_loss
+from utils.training import (VNET_CONFIG, MixedPrecision, Periodic, build_vnet, lr_at, memory_layout, set_lr,
+                            sgd, start_run)
+from utils.validation import Validator
+
+
+def parse_args():
+    return resolve_data_args(training_parser(__doc__, model_default="SUP").parse_args())
+
+
+@report_user_errors
+def main():
+    args = parse_args()
+    device, run = start_run(args)
+
+    # Data: only the first labelnum training cases, all labeled.
+    labeled_ids, _ = split_labeled(read_case_list(args.train_list), args.labelnum, args.max_samples)
+    run.info(f"{len(labeled_ids)} labeled cases, patch {args.patch_size}")
+    batches = make_training_batches(args.root_path, labeled_ids, [], args.labeled_bs, args.labeled_bs,
+                                    args.patch_size, args.seed, device, bool(args.data_on_device), args.num_workers)
+    validator = None
+    if args.val_list:
+        validator = Validator(args.root_path, read_case_list(args.val_list), args.patch_size, args.num_classes, device)
+
+    layout = memory_layout(device, bool(args.channels_last))
+    model = build_vnet(args.num_classes, device, layout)
+    model_forward = torch.compile(model) if args.compile else model
+    optimizer = sgd(model, args.base_lr, foreach=bool(args.foreach))
+    precision = MixedPrecision(device, bool(args.amp))
+    model.train()
+
+    def checkpoint(iteration):
+        return {"iteration": iteration + 1, "network": {**VNET_CONFIG, "n_classes": args.num_classes},
+                "student": model.state_dict(), "teacher": None,
+                "optimizer": optimizer.state_dict(), "scaler": precision.scaler.state_dict(), "args": vars(args)}
+
+    periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.val_every, validator,
+                        device=device, batches=batches)
+    progress = tqdm(range(args.max_iterations), desc="labeled only", dynamic_ncols=True)
+    for iteration in progress:
+        lr = lr_at(iteration, args.base_lr, args.lr_decay_every)
+        set_lr(optimizer, lr)
+        image, label = next(batches)
+        image = image.contiguous(memory_format=layout)
+
+        with precision.autocast():
+            loss = supervised_loss(model_forward(image), label)
+        precision.step(loss, optimizer)
+
+        periodic.after(iteration, {"loss/total": loss, "loss/supervised": loss, "train/lr": lr},
+                       lambda: checkpoint(iteration), model)
+        if periodic.last:
+            progress.set_postfix(loss=f"{periodic.last['loss/total']:.4f}", refresh=False)
+
+    run.close()
+
+
+if __name__ == "__main__":
+    main()
