@@ -142,7 +142,7 @@ def main():
           f"on {len(case_ids)} cases of {test_list}, device {device}")
 
     rows = []
-    for case_id in tqdm(case_ids, desc="cases", dynamic_ncols=True):
+    for case_id in tqdm(case_ids, desc="cases", dynamic_ncols=True, disable=None):  # no bar when piped
         image, label = read_case(root, case_id)
         if label.max() >= num_classes:
             raise UserError(f"case {case_id}: label value {int(label.max())} is outside the {num_classes} classes "

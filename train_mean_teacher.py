@@ -76,7 +76,7 @@ def main():
     periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.val_every, validator,
                         device=device, batches=batches)
     labeled_bs = args.labeled_bs
-    progress = tqdm(range(args.max_iterations), desc="Mean Teacher", dynamic_ncols=True)
+    progress = tqdm(range(args.max_iterations), desc="Mean Teacher", dynamic_ncols=True, disable=None)  # no bar when piped
     for iteration in progress:
         lr = lr_at(iteration, args.base_lr, args.lr_decay_every)
         set_lr(optimizer, lr)

@@ -1,0 +1,86 @@
+"""Training speed: the original (plain) loop against the fast path, on the same machine.
+
+Runs train_mean_teacher.py once per mode for --iterations iterations on the real data and
+reads the speed line each run logs (seconds per iteration after a 20-iteration warm-up,
+host time waiting for data, peak GPU memory):
+
+    python benchmarks/bench_train.py --root_path "data/LA/2018LA_Seg_Training Set" --labelnum 16
+
+Modes:
+  plain    h5 read + numpy augmentation per sample in DataLoader workers, fp32, NCDHW,
+           per-tensor EMA and optimizer, deterministic cuDNN (the original scripts)
+  fast     volumes in device memory, augmentation there, bf16 autocast, channels_last_3d,
+           multi-tensor EMA and optimizer, cudnn.benchmark (--deterministic 0)
+  fast_det the fast path with the default --deterministic 1
+  compile  fast + torch.compile
+--no-data gives every mode the in-memory data path, to separate GPU speed from loading.
+"""
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PLAIN = ["--data_on_device", "0", "--amp", "0", "--channels_last", "0", "--foreach", "0", "--deterministic", "1"]
+FAST = ["--data_on_device", "1", "--amp", "1", "--channels_last", "1", "--foreach", "1", "--deterministic", "0"]
+MODES = {"plain": PLAIN, "fast": FAST, "fast_det": FAST[:-1] + ["1"], "compile": FAST + ["--compile", "1"]}
+SPEED = re.compile(r"done: (\d+) iterations in ([\d.]+) s; speed: ([\d.]+) s/iteration over the last (\d+) "
+                   r"iterations, data wait ([\d.]+) s/iteration(?:, peak GPU memory ([\d.]+) GiB)?")
+
+
+def run_mode(name, flags, args, workdir) -> dict:
+    command = [sys.executable, str(REPO / "train_mean_teacher.py"), "--dataset_name", args.dataset_name,
+               "--labelnum", str(args.labelnum), "--max_iterations", str(args.iterations), "--exp", f"bench_{name}",
+               "--overwrite", "--log_every", "50", "--save_every", str(10 ** 9), "--num_workers", str(args.num_workers),
+               *flags]
+    for flag in ("root_path", "train_list"):
+        if getattr(args, flag):
+            command += [f"--{flag}", getattr(args, flag)]
+    if args.patch_size:
+        command += ["--patch_size", *map(str, args.patch_size)]
+    if args.no_data:
+        command += ["--data_on_device", "1"]
+    print(f"[{name}] {' '.join(command[1:])}", flush=True)
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+    log = Path(workdir) / "model" / f"{args.dataset_name}_bench_{name}_{args.labelnum}_labeled" / "MT" / "log.txt"
+    match = SPEED.search(log.read_text()) if log.is_file() else None
+    if result.returncode != 0 or not match:
+        print(result.stdout[-2000:], result.stderr[-4000:], sep="\n")
+        return {"mode": name, "error": f"exit {result.returncode}"}
+    done, total, per_iteration, timed, wait, memory = match.groups()
+    return {"mode": name, "s_per_iter": float(per_iteration), "data_wait": float(wait),
+            "peak_gib": float(memory) if memory else None, "total_s": float(total), "iterations": int(done)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset_name", default="LA")
+    p.add_argument("--root_path", default=None)
+    p.add_argument("--train_list", default=None)
+    p.add_argument("--labelnum", type=int, default=16)
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--patch_size", type=int, nargs=3, default=None, help="default: the dataset's (small on a CPU)")
+    p.add_argument("--num_workers", type=int, default=4, help="DataLoader workers of the plain mode")
+    p.add_argument("--modes", default="plain,fast", help=f"comma-separated, from {', '.join(MODES)}")
+    p.add_argument("--no-data", dest="no_data", action="store_true", help="in-memory data for every mode")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory() as workdir:
+        results = [run_mode(name, MODES[name], args, workdir) for name in args.modes.split(",")]
+    base = next((r["s_per_iter"] for r in results if r["mode"] == "plain" and "s_per_iter" in r), None)
+    print(f"\n{'mode':<10}{'s/iter':>9}{'speed-up':>10}{'data wait':>11}{'peak GiB':>10}{'run total s':>12}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['mode']:<10} failed ({r['error']})")
+            continue
+        ratio = f"{base / r['s_per_iter']:.2f}x" if base else "-"
+        peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "-"
+        print(f"{r['mode']:<10}{r['s_per_iter']:>9.4f}{ratio:>10}{r['data_wait']:>11.4f}{peak:>10}{r['total_s']:>12.1f}")
+    print(f"({results[0].get('iterations', '?')} iterations each, the first 20 untimed; "
+          f"{'in-memory data for all modes' if args.no_data else 'each mode with its own data path'})")
+
+
+if __name__ == "__main__":
+    main()
