@@ -124,6 +124,9 @@ def main():
     defaults = dataset_defaults(args.dataset_name)
     root = check_root(args.root_path or defaults.root_path)
     patch_size = tuple(args.patch_size or defaults.patch_size)
+    for name, stride, size in (("--stride_xy", args.stride_xy, min(patch_size[:2])), ("--stride_z", args.stride_z, patch_size[2])):
+        if not 1 <= stride <= size:
+            raise UserError(f"{name} must be between 1 and the patch size {size}, got {stride}")
     test_list = args.test_list or str(root.parent / "test.list")
     case_ids = read_case_list(test_list)
     missing = [c for c in case_ids if not (root / c).is_dir()]

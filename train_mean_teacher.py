@@ -8,7 +8,6 @@ consistency loss whose weight ramps up; then the teacher follows the student.
 
     python train_mean_teacher.py --dataset_name LA --labelnum 16 --gpu 0
 """
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -19,8 +18,8 @@ from utils.ema import ema_decay_at, make_teacher, update_teacher
 from utils.errors import UserError, report_user_errors
 from utils.losses import CONSISTENCY_LOSSES, supervised_loss
 from utils.ramps import sigmoid_rampup
-from utils.training import (VNET_CONFIG, MixedPrecision, Periodic, build_vnet, lr_at, memory_layout, set_lr,
-                            sgd, start_run)
+from utils.training import (VNET_CONFIG, MixedPrecision, Periodic, build_vnet, lr_at, memory_layout, open_run,
+                            set_lr, sgd, setup)
 from utils.validation import Validator
 
 
@@ -43,19 +42,20 @@ def parse_args():
 @report_user_errors
 def main():
     args = parse_args()
-    device, run = start_run(args)
+    device = setup(args)
 
     # Data: the first labelnum training cases are labeled, the rest unlabeled.
     labeled_ids, unlabeled_ids = split_labeled(read_case_list(args.train_list), args.labelnum, args.max_samples)
     if not unlabeled_ids:
         raise UserError(f"all {len(labeled_ids)} training cases are labeled, so Mean Teacher has no unlabeled data; "
                         "lower --labelnum or use train_sup.py")
-    run.info(f"{len(labeled_ids)} labeled and {len(unlabeled_ids)} unlabeled cases, patch {args.patch_size}")
     batches = make_training_batches(args.root_path, labeled_ids, unlabeled_ids, args.batch_size, args.labeled_bs,
                                     args.patch_size, args.seed, device, bool(args.data_on_device), args.num_workers)
     validator = None
     if args.val_list:
         validator = Validator(args.root_path, read_case_list(args.val_list), args.patch_size, args.num_classes, device)
+    run = open_run(args, device)
+    run.info(f"{len(labeled_ids)} labeled and {len(unlabeled_ids)} unlabeled cases, patch {args.patch_size}")
 
     # Models: the student learns; the teacher is its moving average and gets no gradients.
     layout = memory_layout(device, bool(args.channels_last))

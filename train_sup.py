@@ -15,8 +15,8 @@ from dataloaders.case_lists import read_case_list, split_labeled
 from utils.arguments import resolve_data_args, training_parser
 from utils.errors import report_user_errors
 from utils.losses import supervised_loss
-from utils.training import (VNET_CONFIG, MixedPrecision, Periodic, build_vnet, lr_at, memory_layout, set_lr,
-                            sgd, start_run)
+from utils.training import (VNET_CONFIG, MixedPrecision, Periodic, build_vnet, lr_at, memory_layout, open_run,
+                            set_lr, sgd, setup)
 from utils.validation import Validator
 
 
@@ -27,16 +27,17 @@ def parse_args():
 @report_user_errors
 def main():
     args = parse_args()
-    device, run = start_run(args)
+    device = setup(args)
 
     # Data: only the first labelnum training cases, all labeled.
     labeled_ids, _ = split_labeled(read_case_list(args.train_list), args.labelnum, args.max_samples)
-    run.info(f"{len(labeled_ids)} labeled cases, patch {args.patch_size}")
     batches = make_training_batches(args.root_path, labeled_ids, [], args.labeled_bs, args.labeled_bs,
                                     args.patch_size, args.seed, device, bool(args.data_on_device), args.num_workers)
     validator = None
     if args.val_list:
         validator = Validator(args.root_path, read_case_list(args.val_list), args.patch_size, args.num_classes, device)
+    run = open_run(args, device)
+    run.info(f"{len(labeled_ids)} labeled cases, patch {args.patch_size}")
 
     layout = memory_layout(device, bool(args.channels_last))
     model = build_vnet(args.num_classes, device, layout)

@@ -1,8 +1,9 @@
 """Endless streams of augmented training batches, ready on the device.
 
 Two interchangeable sources, both drawing their indices from the same batch
-sampler and their augmentations from the same ``rng`` calls, so with one
-worker they produce the same batches:
+sampler and their augmentations from the same ``rng`` calls, so when the
+DataLoader runs in the main process (``num_workers=0``) they produce the same
+batches:
 
 - ``LoaderBatches``, the original data path: DataLoader workers read each
   sample's h5 file and augment it in numpy.
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from dataloaders.la_heart import LAHeart, read_case
 from dataloaders.samplers import EndlessBatchSampler
+from utils.errors import UserError
 from dataloaders.transforms import (Compose, RandomCrop, RandomRotFlip, ToTensor, draw_crop_start,
                                     draw_rot_flip, padding_to)
 
@@ -42,7 +44,7 @@ class _Batches:
 
 def seed_worker(worker_id: int, seed: int) -> None:
     """Give each DataLoader worker its own augmentation stream (otherwise all draw the same)."""
-    get_worker_info().dataset.rng = np.random.default_rng([seed, worker_id])
+    get_worker_info().dataset.rng = np.random.default_rng([seed, 2, worker_id])
 
 
 class LoaderBatches(_Batches):
@@ -53,7 +55,10 @@ class LoaderBatches(_Batches):
         self.device = device
         self.loader = DataLoader(dataset, batch_sampler=EndlessBatchSampler(batch_sampler),
                                  num_workers=num_workers, pin_memory=device.type == "cuda",
-                                 worker_init_fn=functools.partial(seed_worker, seed=seed) if num_workers else None)
+                                 worker_init_fn=functools.partial(seed_worker, seed=seed) if num_workers else None,
+                                 # its own generator, so starting the workers leaves torch's global stream
+                                 # (and with it the network's initialisation) alone
+                                 generator=torch.Generator().manual_seed(seed))
         self.batches = iter(self.loader)
 
     def _next_batch(self):
@@ -108,6 +113,9 @@ def make_training_batches(root, labeled_ids, unlabeled_ids, batch_size: int, lab
     from dataloaders.la_heart import check_patch_fits, read_shape
     from dataloaders.samplers import TwoStreamBatchSampler
 
+    if len(labeled_ids) < labeled_bs:
+        raise UserError(f"{len(labeled_ids)} labeled case(s) cannot fill --labeled_bs {labeled_bs} places per batch; "
+                        "raise --labelnum or lower --labeled_bs")
     case_ids = list(labeled_ids) + list(unlabeled_ids)
     check_patch_fits({c: read_shape(root, c) for c in case_ids}, patch_size)
     sampler = TwoStreamBatchSampler(range(len(labeled_ids)), range(len(labeled_ids), len(case_ids)),

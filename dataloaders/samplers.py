@@ -1,6 +1,4 @@
 """Batch samplers that mix a labeled and an unlabeled stream of indices."""
-import itertools
-
 import numpy as np
 from torch.utils.data import Sampler
 
@@ -9,8 +7,9 @@ class TwoStreamBatchSampler(Sampler):
     """Batches of ``primary_batch_size`` labeled + ``secondary_batch_size`` unlabeled indices.
 
     One epoch visits every labeled index once, in a fresh random order; the
-    unlabeled indices are cycled forever, reshuffled at each pass. A labeled
-    remainder that does not fill a batch is dropped, as in the original
+    unlabeled indices are cycled forever, reshuffled at each pass, and a pass
+    goes on across epochs (so every unlabeled case is seen equally often). A
+    labeled remainder that does not fill a batch is dropped, as in the original
     scripts. With ``secondary_batch_size=0`` the batches are labeled only
     (the labeled-only baseline).
     """
@@ -22,6 +21,7 @@ class TwoStreamBatchSampler(Sampler):
         self.secondary_batch_size = secondary_batch_size
         self.primary_batch_size = batch_size - secondary_batch_size
         self.rng = rng if rng is not None else np.random.default_rng()
+        self._secondary_pass: list[int] = []  # the rest of the current unlabeled pass
         if self.primary_batch_size < 1:
             raise ValueError(f"a batch needs at least one labeled sample (batch_size {batch_size}, "
                              f"unlabeled per batch {secondary_batch_size})")
@@ -33,19 +33,18 @@ class TwoStreamBatchSampler(Sampler):
 
     def __iter__(self):
         primary = self.rng.permutation(self.primary_indices)
-        secondary = self._cycle_shuffled(self.secondary_indices) if self.secondary_batch_size else None
         for i in range(len(self)):
             batch = primary[i * self.primary_batch_size:(i + 1) * self.primary_batch_size].tolist()
-            if secondary is not None:
-                batch += [int(next(secondary)) for _ in range(self.secondary_batch_size)]
+            batch += [self._next_secondary() for _ in range(self.secondary_batch_size)]
             yield [int(j) for j in batch]
 
     def __len__(self) -> int:
         return len(self.primary_indices) // self.primary_batch_size
 
-    def _cycle_shuffled(self, indices):
-        for _ in itertools.count():
-            yield from self.rng.permutation(indices)
+    def _next_secondary(self) -> int:
+        if not self._secondary_pass:
+            self._secondary_pass = self.rng.permutation(self.secondary_indices).tolist()[::-1]
+        return int(self._secondary_pass.pop())
 
 
 class EndlessBatchSampler(Sampler):

@@ -53,16 +53,18 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
 def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill dataset defaults, check the flags against each other, make paths absolute."""
     defaults = dataset_defaults(args.dataset_name)
+    if args.dataset_name == "Synthetic" and args.root_path is None:
+        ensure_synthetic(defaults.root_path)  # generated on first use, only where it is expected
     args.root_path = args.root_path or defaults.root_path
     args.patch_size = tuple(args.patch_size or defaults.patch_size)
     args.num_classes = defaults.num_classes
-    if args.dataset_name == "Synthetic":
-        ensure_synthetic(args.root_path)
-    root = Path(args.root_path)
+    root = Path(args.root_path).resolve()
+    args.root_path = str(root)
     if not root.is_dir():
         raise UserError(f"data folder not found: {root} (pass --root_path; README.md says how to get the "
                         f"{args.dataset_name} data, or try --dataset_name Synthetic)")
-    args.train_list = args.train_list or str(root.parent / "train.list")
+    args.train_list = str(Path(args.train_list).resolve()) if args.train_list else str(root.parent / "train.list")
+    args.val_list = str(Path(args.val_list).resolve()) if args.val_list else None
     bad_patch = [p for p in args.patch_size if p < 16 or p % 16]
     if bad_patch:
         raise UserError(f"--patch_size values must be positive multiples of 16 (the VNet halves them 4 times), "

@@ -38,7 +38,6 @@ volume border).
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np

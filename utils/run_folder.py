@@ -26,6 +26,14 @@ def git_commit() -> str | None:
         return None
 
 
+def check_free(path, overwrite: bool) -> None:
+    """A run folder holding checkpoints is only reused with ``overwrite``: never lose work silently."""
+    existing = sorted(Path(path).glob("*.pth")) if Path(path).is_dir() else []
+    if existing and not overwrite:
+        raise UserError(f"run folder {path} already holds checkpoints ({existing[0].name}, ...); "
+                        "choose a new --exp, or pass --overwrite to replace them")
+
+
 class _TqdmHandler(logging.Handler):
     """Console logging that does not break the progress bar."""
 
@@ -51,10 +59,7 @@ class RunFolder:
 
     def __init__(self, path, overwrite: bool = False):
         self.path = Path(path)
-        existing = sorted(self.path.glob("*.pth")) if self.path.is_dir() else []
-        if existing and not overwrite:
-            raise UserError(f"run folder {self.path} already holds checkpoints ({existing[0].name}, ...); "
-                            "choose a new --exp, or pass --overwrite to replace them")
+        check_free(self.path, overwrite)
         self.path.mkdir(parents=True, exist_ok=True)
         self.logger = logging.getLogger(f"run.{self.path}")
         self.logger.setLevel(logging.INFO)

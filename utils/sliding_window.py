@@ -10,7 +10,10 @@ def window_starts(size: int, patch: int, stride: int) -> list[int]:
     """Window corners along one axis: every ``stride`` voxels, the last flush with the border.
 
     ``size`` must be at least ``patch`` (pad first); one window when they are equal.
+    ``stride`` must be 1..patch, or some voxels would be left out.
     """
+    if not 1 <= stride <= patch:
+        raise ValueError(f"a window stride must be between 1 and the patch size {patch}, got {stride}")
     if size <= patch:
         return [0]
     count = int(np.ceil((size - patch) / stride)) + 1

@@ -9,16 +9,22 @@ from torch import nn
 
 from networks.vnet import VNet
 from utils.device import amp_dtype, runtime_versions, seed_everything, select_device, warn_known_bad_runtime
-from utils.run_folder import RunFolder, run_folder_path
+from utils.run_folder import RunFolder, check_free, run_folder_path
 
 # The network of the LA literature; stored in every checkpoint so inference can rebuild it.
 VNET_CONFIG = {"n_channels": 1, "n_filters": 16, "normalization": "batchnorm", "has_dropout": True}
 
 
-def start_run(args: argparse.Namespace) -> tuple[torch.device, RunFolder]:
-    """Device, seeds, run folder, config.json and the run header in the log."""
+def setup(args: argparse.Namespace) -> torch.device:
+    """Device and seeds; fails early if the run folder would overwrite checkpoints."""
+    check_free(run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model), args.overwrite)
     device = select_device(args.gpu)
     seed_everything(args.seed, bool(args.deterministic))
+    return device
+
+
+def open_run(args: argparse.Namespace, device: torch.device) -> RunFolder:
+    """The run folder with config.json and the run header in the log (after the data checks passed)."""
     run = RunFolder(run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model), args.overwrite)
     versions = runtime_versions()
     run.write_config({"args": vars(args), "runtime": versions})
@@ -29,7 +35,7 @@ def start_run(args: argparse.Namespace) -> tuple[torch.device, RunFolder]:
     warning = warn_known_bad_runtime()
     if warning:
         run.info(f"WARNING: {warning}")
-    return device, run
+    return run
 
 
 def memory_layout(device: torch.device, channels_last: bool) -> torch.memory_format:

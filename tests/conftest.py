@@ -1,0 +1,118 @@
+"""Shared fixtures: the repository path, a tiny synthetic dataset, tiny h5 cases and a
+helper that runs a training script in a scratch working directory."""
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from dataloaders.synthetic import generate_dataset  # noqa: E402
+
+# Flags that keep an end-to-end run tiny on 2 CPU cores.
+TINY = ["--patch_size", "32", "32", "16", "--labelnum", "2", "--batch_size", "4", "--labeled_bs", "2"]
+
+
+def script_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def run_script(script: str, args, cwd, timeout: float = 240, python_args=()) -> subprocess.CompletedProcess:
+    """Run ``REPO/script`` with ``args`` from ``cwd`` (scripts write ``model/...`` relative to it)."""
+    cmd = [sys.executable, *python_args, str(REPO / script), *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def log_lines(run_dir: Path, prefix: str = "iteration") -> list[str]:
+    """The log.txt lines starting with ``prefix`` once the ``[HH:MM:SS] `` stamp is removed."""
+    lines = []
+    for line in (Path(run_dir) / "log.txt").read_text().splitlines():
+        body = line.split("] ", 1)[1] if line.startswith("[") else line
+        if body.startswith(prefix):
+            lines.append(body)
+    return lines
+
+
+def read_scalars(run_dir: Path) -> dict:
+    """{tag: {step: value}} from the run's TensorBoard event files (full float32 precision)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict = {}
+    for path in sorted((Path(run_dir) / "tensorboard").glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        pos = 0
+        while pos + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            record = data[pos + 12:pos + 12 + length]
+            pos += 12 + length + 4
+            event = event_pb2.Event()
+            event.ParseFromString(record)
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def syn(tmp_path_factory) -> SimpleNamespace:
+    """6 training + 2 test synthetic cases (each at least 64 x 56 x 36 voxels), generated once."""
+    out = tmp_path_factory.mktemp("syn")
+    volumes = generate_dataset(out, num_train=6, num_test=2)
+    return SimpleNamespace(out=out, root=volumes, train_list=out / "train.list", test_list=out / "test.list",
+                           train_ids=(out / "train.list").read_text().split(),
+                           test_ids=(out / "test.list").read_text().split())
+
+
+def write_case(root: Path, case_id: str, image: np.ndarray, label: np.ndarray) -> None:
+    """One case in the LA layout: ``<root>/<ID>/mri_norm2.h5`` with ``image`` f32, ``label`` u8."""
+    case_dir = Path(root) / case_id
+    case_dir.mkdir(parents=True, exist_ok=True)
+    with h5py.File(case_dir / "mri_norm2.h5", "w") as f:
+        f.create_dataset("image", data=image.astype(np.float32))
+        f.create_dataset("label", data=label.astype(np.uint8))
+
+
+# Shapes of the hand-made cases: different sizes, the last one smaller than a 32 x 32 x 16
+# patch along x, so it must be zero-padded.
+TINY_SHAPES = {"case_a": (40, 36, 20), "case_b": (34, 44, 18), "case_c": (36, 33, 24), "case_d": (20, 40, 17)}
+
+
+@pytest.fixture(scope="session")
+def tiny_cases(tmp_path_factory) -> SimpleNamespace:
+    """Four tiny cases whose image encodes (case, x, y, z) and whose label is a function of it.
+
+    image = 1 + case * 1e6 + x * 1e4 + y * 100 + z (exact in float32, all > 0, so
+    padding zeros are recognisable); label = (x + y + z + case) % 2 + 1 (never 0, so padded
+    voxels are the only background).
+    """
+    root = tmp_path_factory.mktemp("tiny") / "volumes"
+    for number, (case_id, shape) in enumerate(TINY_SHAPES.items()):
+        x, y, z = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+        image = 1 + number * 1e6 + x * 1e4 + y * 100 + z
+        label = (x + y + z + number) % 2 + 1
+        write_case(root, case_id, image, label)
+    return SimpleNamespace(root=root, ids=list(TINY_SHAPES), shapes=TINY_SHAPES)
+
+
+def decode_image(image: np.ndarray):
+    """(case, x, y, z) arrays from an image made by ``tiny_cases`` (undefined where padded)."""
+    v = np.rint(np.asarray(image, dtype=np.float64)).astype(np.int64) - 1
+    case, rest = np.divmod(v, 1_000_000)
+    x, rest = np.divmod(rest, 10_000)
+    y, z = np.divmod(rest, 100)
+    return case, x, y, z

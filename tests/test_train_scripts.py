@@ -1,0 +1,291 @@
+"""End-to-end runs of train_mean_teacher.py and train_sup.py on a tiny synthetic dataset,
+each from its own scratch working directory (the scripts write model/... relative to it)."""
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, TINY, log_lines, read_scalars, run_script
+from networks.vnet import VNet
+
+MT, SUP = "train_mean_teacher.py", "train_sup.py"
+LOSS_TAGS = ("loss/total", "loss/supervised", "loss/consistency")
+
+
+def data_args(syn):
+    return ["--dataset_name", "Synthetic", "--root_path", syn.root, "--train_list", syn.train_list]
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def run_dir(cwd, model="MT", exp="vnet", labelnum=2, dataset="Synthetic"):
+    return Path(cwd) / "model" / f"{dataset}_{exp}_{labelnum}_labeled" / model
+
+
+def rebuild(ckpt, key):
+    network = ckpt["network"]
+    model = VNet(n_classes=network["n_classes"], **{k: v for k, v in network.items() if k != "n_classes"})
+    model.load_state_dict(ckpt[key], strict=True)
+    return model
+
+
+FULL = [*TINY, "--max_iterations", "4", "--save_every", "2", "--log_every", "1", "--val_every", "2"]
+
+
+@pytest.fixture(scope="module")
+def mt_run(syn, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("mt")
+    proc = run_script(MT, [*data_args(syn), *FULL, "--val_list", syn.test_list], cwd)
+    return proc, run_dir(cwd, "MT")
+
+
+@pytest.fixture(scope="module")
+def sup_run(syn, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("sup")
+    proc = run_script(SUP, [*data_args(syn), *FULL, "--val_list", syn.test_list], cwd)
+    return proc, run_dir(cwd, "SUP")
+
+
+SHORT = [*TINY, "--max_iterations", "3", "--save_every", "3", "--log_every", "1", "--deterministic", "1"]
+
+
+@pytest.fixture(scope="module")
+def fast_run(syn, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("fast")
+    proc = run_script(MT, [*data_args(syn), *SHORT, "--data_on_device", "1", "--foreach", "1"], cwd)
+    return ok(proc), run_dir(cwd, "MT")
+
+
+@pytest.fixture(scope="module")
+def plain_run(syn, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("plain")
+    proc = run_script(MT, [*data_args(syn), *SHORT, "--data_on_device", "0", "--num_workers", "0", "--foreach", "0"],
+                      cwd)
+    return proc, run_dir(cwd, "MT")
+
+
+# ------------------------------------------------------------------ full runs
+@pytest.mark.parametrize("which", ["mt", "sup"])
+def test_run_writes_everything(which, mt_run, sup_run, syn):
+    proc, folder = mt_run if which == "mt" else sup_run
+    ok(proc)
+    for name in ("iter_2.pth", "iter_4.pth", "best_model.pth", "log.txt", "config.json"):
+        assert (folder / name).is_file(), name
+    assert not list(folder.glob(".*.tmp")), "no temporary checkpoint left behind"
+    assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+    config = json.loads((folder / "config.json").read_text())
+    assert {"args", "runtime", "git_commit"} <= set(config)
+    assert config["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", config["git_commit"])
+    assert config["runtime"]["torch"] == torch.__version__
+    args = config["args"]
+    assert args["patch_size"] == [32, 32, 16] and args["labelnum"] == 2 and args["max_iterations"] == 4
+    assert args["dataset_name"] == "Synthetic" and args["model"] == ("MT" if which == "mt" else "SUP")
+    lines = log_lines(folder)
+    for i in range(1, 5):
+        assert any(line.startswith(f"iteration {i}: loss/total ") for line in lines), i
+    assert sum("val/dice" in line for line in lines) == 2
+    assert "2 labeled" in (folder / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("which", ["mt", "sup"])
+def test_checkpoints_rebuild_strictly(which, mt_run, sup_run):
+    proc, folder = mt_run if which == "mt" else sup_run
+    ok(proc)
+    ckpt = torch.load(folder / "iter_4.pth", map_location="cpu")
+    assert ckpt["iteration"] == 4
+    assert torch.load(folder / "iter_2.pth", map_location="cpu")["iteration"] == 2
+    assert ckpt["network"]["n_classes"] == 2 and ckpt["network"]["n_channels"] == 1
+    student = rebuild(ckpt, "student").eval()
+    with torch.no_grad():
+        out = student(torch.zeros(1, 1, 32, 32, 16))
+    assert out.shape == (1, 2, 32, 32, 16) and torch.isfinite(out).all()
+    if which == "mt":
+        teacher = rebuild(ckpt, "teacher")
+        differs = [not torch.equal(a, b) for a, b in zip(student.parameters(), teacher.parameters())]
+        assert any(differs), "after 4 updates the EMA teacher is not a copy of the student"
+    else:
+        assert ckpt["teacher"] is None
+    best = torch.load(folder / "best_model.pth", map_location="cpu")
+    assert 0.0 <= best["val_dice"] <= 1.0
+    assert best["iteration"] in (2, 4)
+    rebuild(best, "student")
+
+
+def test_mt_logs_consistency_terms(mt_run):
+    proc, folder = ok(mt_run[0]), mt_run[1]
+    scalars = read_scalars(folder)
+    for tag in (*LOSS_TAGS, "train/consistency_weight", "train/lr", "val/dice"):
+        assert tag in scalars, tag
+    assert sorted(scalars["loss/total"]) == [0, 1, 2, 3]
+    # iteration // 150 == 0 in a 4-iteration run: weight = 0.1 * exp(-5)
+    for w in scalars["train/consistency_weight"].values():
+        assert w == pytest.approx(0.1 * math.exp(-5), rel=1e-5)
+    for step, total in scalars["loss/total"].items():
+        expected = scalars["loss/supervised"][step] + 0.1 * math.exp(-5) * scalars["loss/consistency"][step]
+        assert total == pytest.approx(expected, rel=1e-5)
+    assert all(v == pytest.approx(0.01) for v in scalars["train/lr"].values())
+
+
+# ------------------------------------------------------------------ data paths and determinism
+def test_plain_data_path_runs(plain_run):
+    proc, folder = plain_run
+    ok(proc)
+    ckpt = torch.load(folder / "iter_3.pth", map_location="cpu")
+    rebuild(ckpt, "student")
+    rebuild(ckpt, "teacher")
+    assert len(log_lines(folder)) == 3
+
+
+def test_deterministic_runs_log_identical_losses(syn, fast_run, tmp_path):
+    _, first = fast_run
+    ok(run_script(MT, [*data_args(syn), *SHORT, "--data_on_device", "1", "--foreach", "1"], tmp_path))
+    second = run_dir(tmp_path, "MT")
+    a, b = log_lines(first), log_lines(second)
+    assert len(a) == 3 and a == b
+    sa, sb = read_scalars(first), read_scalars(second)
+    for tag in LOSS_TAGS:
+        assert sa[tag] == sb[tag], tag
+
+
+def compare_losses(plain_dir, fast_dir):
+    plain, fast = read_scalars(plain_dir), read_scalars(fast_dir)
+    for tag in LOSS_TAGS:
+        assert sorted(plain[tag]) == sorted(fast[tag]) == [0, 1, 2]
+        for step in plain[tag]:
+            assert plain[tag][step] == pytest.approx(fast[tag][step], rel=1e-4), (tag, step)
+
+
+def test_plain_and_fast_paths_log_same_losses(plain_run, fast_run):
+    ok(plain_run[0])
+    compare_losses(plain_run[1], fast_run[1])
+
+
+# ------------------------------------------------------------------ paths with spaces
+@pytest.fixture(scope="module")
+def spaces_run(syn, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("spaces")
+    data = cwd / "my data"
+    shutil.copytree(syn.out, data)
+    args = ["--dataset_name", "Synthetic", "--root_path", "my data/volumes", "--val_list", "my data/test.list",
+            "--exp", "with space", *TINY, "--max_iterations", "2", "--val_every", "2", "--save_every", "2"]
+    return run_script(MT, args, cwd), run_dir(cwd, "MT", exp="with space")
+
+
+def test_paths_with_spaces(spaces_run):
+    proc, folder = spaces_run
+    ok(proc)
+    assert (folder / "iter_2.pth").is_file() and (folder / "best_model.pth").is_file()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["args"]["root_path"].endswith("my data/volumes")
+    assert config["args"]["train_list"].endswith("my data/train.list")  # the default list beside the data
+
+
+def test_config_paths_are_absolute(spaces_run):
+    proc, folder = spaces_run
+    ok(proc)
+    args = json.loads((folder / "config.json").read_text())["args"]
+    for key in ("root_path", "train_list", "val_list"):
+        assert os.path.isabs(args[key]), (key, args[key])
+
+
+# ------------------------------------------------------------------ real data
+def test_real_la_data(tmp_path):
+    la_root = os.environ.get("LA_ROOT")
+    if not la_root or not Path(la_root).is_dir():
+        pytest.skip("set LA_ROOT to the LA training folder (with mri_norm2.h5 cases) to run this test")
+    cases = sorted(p.name for p in Path(la_root).iterdir() if (p / "mri_norm2.h5").is_file())[:2]
+    assert len(cases) == 2, f"need 2 cases in {la_root}"
+    train_list = tmp_path / "train.list"
+    train_list.write_text("\n".join(cases) + "\n")
+    proc = ok(run_script(MT, ["--root_path", la_root, "--train_list", train_list, "--labelnum", "1",
+                              "--batch_size", "2", "--labeled_bs", "1", "--patch_size", "64", "64", "48",
+                              "--max_iterations", "2"], tmp_path))
+    folder = run_dir(tmp_path, "MT", labelnum=1, dataset="LA")
+    ckpt = torch.load(folder / "iter_2.pth", map_location="cpu")
+    rebuild(ckpt, "student")
+    rebuild(ckpt, "teacher")
+    assert "1 labeled and 1 unlabeled" in proc.stdout
+
+
+# ------------------------------------------------------------------ bad input
+def assert_user_error(proc, *fragments):
+    assert proc.returncode == 2, f"exit {proc.returncode}\nstderr:\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def bad_lists(tmp_path, syn):
+    ids = syn.train_ids
+    (tmp_path / "missing_case.list").write_text("\n".join([ids[0], "ghost_case", *ids[1:]]) + "\n")
+    (tmp_path / "twice.list").write_text("\n".join([*ids, ids[1]]) + "\n")
+
+
+BAD_INPUT = {
+    "missing data folder": (MT, lambda t, s: ["--dataset_name", "LA", "--root_path", t / "nowhere", *TINY],
+                            ["data folder not found", "nowhere"]),
+    "missing data folder sup": (SUP, lambda t, s: ["--dataset_name", "LA", "--root_path", t / "nowhere", *TINY],
+                                ["data folder not found"]),
+    "missing list": (MT, lambda t, s: [*data_args(s), "--train_list", t / "nolist.list", *TINY],
+                     ["case list not found", "nolist.list"]),
+    "missing val list": (MT, lambda t, s: [*data_args(s), "--val_list", t / "noval.list", *TINY],
+                         ["case list not found", "noval.list"]),
+    "missing case": (MT, lambda t, s: [*data_args(s), "--train_list", t / "missing_case.list", *TINY],
+                     ["'ghost_case'", "does not exist"]),
+    "missing case sup": (SUP, lambda t, s: [*data_args(s), "--train_list", t / "missing_case.list", *TINY],
+                         ["'ghost_case'"]),
+    "case twice": (MT, lambda t, s: [*data_args(s), "--train_list", t / "twice.list", *TINY],
+                   ["listed twice", "lines 2 and 7"]),
+    "labelnum too large": (MT, lambda t, s: [*data_args(s), *TINY, "--labelnum", "10"],
+                           ["--labelnum 10", "6 cases"]),
+    "labelnum too large sup": (SUP, lambda t, s: [*data_args(s), *TINY, "--labelnum", "7"], ["--labelnum 7"]),
+    "all labeled mt": (MT, lambda t, s: [*data_args(s), *TINY, "--labelnum", "6"], ["no unlabeled"]),
+    "labeled_bs == batch_size": (MT, lambda t, s: [*data_args(s), *TINY, "--labeled_bs", "4"],
+                                 ["--labeled_bs (4)", "--batch_size (4)"]),
+    "labeled_bs > batch_size": (MT, lambda t, s: [*data_args(s), *TINY, "--labeled_bs", "5"], ["--labeled_bs"]),
+    "patch too large": (MT, lambda t, s: [*data_args(s), *TINY, "--patch_size", "96", "32", "16"],
+                        ["larger than every volume", "axis 0"]),
+    "patch too large sup": (SUP, lambda t, s: [*data_args(s), *TINY, "--patch_size", "32", "32", "48"],
+                            ["axis 2"]),
+    "patch not multiple of 16": (MT, lambda t, s: [*data_args(s), *TINY, "--patch_size", "30", "32", "16"],
+                                 ["multiples of 16", "30 32 16"]),
+    "patch zero": (SUP, lambda t, s: [*data_args(s), *TINY, "--patch_size", "32", "0", "16"], ["multiples of 16"]),
+    "max_iterations 0": (MT, lambda t, s: [*data_args(s), *TINY, "--max_iterations", "0"], ["--max_iterations"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_is_one_error_line(case, syn, tmp_path):
+    script, make_args, fragments = BAD_INPUT[case]
+    bad_lists(tmp_path, syn)
+    proc = run_script(script, [*make_args(tmp_path, syn), "--max_iterations", "1"] if case != "max_iterations 0"
+                      else make_args(tmp_path, syn), tmp_path)
+    assert_user_error(proc, *fragments)
+    assert not list(tmp_path.rglob("*.pth")), "a refused run writes no checkpoint"
+
+
+@pytest.mark.parametrize("script", [MT, SUP])
+def test_labelnum_below_labeled_bs_is_user_error(script, syn, tmp_path):
+    proc = run_script(script, [*data_args(syn), *TINY, "--labelnum", "1", "--max_iterations", "1"], tmp_path)
+    assert_user_error(proc, "--labeled_bs")
+
+
+def test_rerun_needs_overwrite(syn, tmp_path):
+    args = [*data_args(syn), *TINY, "--max_iterations", "1", "--save_every", "1"]
+    ok(run_script(SUP, args, tmp_path))
+    folder = run_dir(tmp_path, "SUP")
+    first = (folder / "iter_1.pth").stat().st_mtime_ns
+    assert_user_error(run_script(SUP, args, tmp_path), "already holds checkpoints", "--overwrite")
+    assert (folder / "iter_1.pth").stat().st_mtime_ns == first, "the refused run must not touch the checkpoint"
+    ok(run_script(SUP, [*args, "--overwrite"], tmp_path))
+    assert (folder / "iter_1.pth").stat().st_mtime_ns != first

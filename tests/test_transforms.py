@@ -1,0 +1,205 @@
+"""dataloaders/transforms.py: image/label alignment, shapes, padding, crops, tensors."""
+import numpy as np
+import pytest
+import torch
+
+from dataloaders.transforms import (CenterCrop, Compose, RandomCrop, RandomRotFlip, ToTensor, center_crop_start,
+                                    draw_crop_start, draw_rot_flip, padding_to)
+
+
+def coded_sample(shape):
+    """image encodes (x, y, z) as 1 + 10000 x + 100 y + z; label = (x + 2 y + 3 z) % 4 (from coordinates)."""
+    x, y, z = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    image = (1 + 10_000 * x + 100 * y + z).astype(np.float32)
+    label = ((x + 2 * y + 3 * z) % 4).astype(np.uint8)
+    return {"image": image, "label": label, "case": "c"}
+
+
+def decode(image):
+    v = np.rint(np.asarray(image, np.float64)).astype(np.int64) - 1
+    x, rest = np.divmod(v, 10_000)
+    y, z = np.divmod(rest, 100)
+    return x, y, z
+
+
+def label_of(image):
+    x, y, z = decode(image)
+    return (x + 2 * y + 3 * z) % 4
+
+
+# ---------------------------------------------------------------- random draws
+def test_draw_rot_flip_ranges_and_all_values_occur():
+    rng = np.random.default_rng(0)
+    draws = [draw_rot_flip(rng) for _ in range(400)]
+    assert {k for k, _ in draws} == {0, 1, 2, 3}
+    assert {a for _, a in draws} == {0, 1}
+    assert all(type(k) is int and type(a) is int for k, a in draws)
+
+
+def test_draw_crop_start_in_range_and_covers_extremes():
+    rng = np.random.default_rng(1)
+    starts = [draw_crop_start(rng, (20, 16, 9), (16, 16, 8)) for _ in range(300)]
+    assert {s[0] for s in starts} == set(range(5))
+    assert {s[1] for s in starts} == {0}
+    assert {s[2] for s in starts} == {0, 1}
+
+
+def test_padding_and_center_helpers():
+    assert padding_to((10, 16, 20), (16, 16, 16)) == [(3, 3), (0, 0), (0, 0)]
+    assert padding_to((11, 5, 16), (16, 8, 16)) == [(2, 3), (1, 2), (0, 0)]
+    assert center_crop_start((20, 31, 8), (16, 16, 8)) == (2, 7, 0)
+
+
+# ---------------------------------------------------------------- RandomRotFlip
+@pytest.mark.parametrize("seed", range(12))
+def test_rot_flip_keeps_image_and_label_aligned(seed):
+    sample = coded_sample((6, 5, 4))
+    out = RandomRotFlip()(sample, np.random.default_rng(seed))
+    assert out["image"].shape[2] == 4 and sorted(out["image"].shape[:2]) == [5, 6]
+    assert out["image"].shape == out["label"].shape
+    np.testing.assert_array_equal(out["label"], label_of(out["image"]))
+    # a permutation of the voxels, z untouched
+    np.testing.assert_array_equal(np.sort(out["image"], axis=None), np.sort(sample["image"], axis=None))
+    _, _, z = decode(out["image"])
+    np.testing.assert_array_equal(z, np.broadcast_to(np.arange(4), z.shape))
+    assert out["image"].flags.c_contiguous and out["label"].flags.c_contiguous
+    assert out["case"] == "c"
+
+
+def test_rot_flip_uses_k_then_axis():
+    sample = coded_sample((4, 4, 2))
+    for seed in range(8):
+        k, axis = draw_rot_flip(np.random.default_rng(seed))
+        out = RandomRotFlip()(sample, np.random.default_rng(seed))
+        expected = sample["image"]
+        for _ in range(k):  # one quarter turn in the x/y plane: new[i, j] = old[j, n - 1 - i]
+            n = expected.shape[1]
+            expected = np.stack([expected[:, n - 1 - i] for i in range(n)], axis=0)
+        expected = expected[::-1] if axis == 0 else expected[:, ::-1]
+        np.testing.assert_array_equal(out["image"], expected)
+
+
+def test_rot_flip_outputs_are_the_four_reflections():
+    """k rotations then one flip is always a reflection (as in the UA-MT code): the four
+    reflections of the square occur, the unchanged volume and pure rotations never do."""
+    sample = coded_sample((3, 3, 1))
+    rng = np.random.default_rng(3)
+    seen = {}
+    for _ in range(200):
+        out = RandomRotFlip()(sample, rng)["image"]
+        seen[out.tobytes()] = out
+    assert len(seen) == 4
+    rotations = {np.rot90(sample["image"], k, axes=(0, 1)).tobytes() for k in range(4)}
+    assert not rotations & set(seen)
+
+
+def test_rot_flip_does_not_modify_input():
+    sample = coded_sample((4, 3, 2))
+    copy = {k: v.copy() for k, v in sample.items() if k != "case"}
+    RandomRotFlip()(sample, np.random.default_rng(0))
+    np.testing.assert_array_equal(sample["image"], copy["image"])
+    np.testing.assert_array_equal(sample["label"], copy["label"])
+
+
+# ---------------------------------------------------------------- RandomCrop
+@pytest.mark.parametrize("seed", range(8))
+def test_random_crop_shape_alignment_contiguous_block(seed):
+    sample = coded_sample((24, 20, 12))
+    patch = (16, 16, 8)
+    out = RandomCrop(patch)(sample, np.random.default_rng(seed))
+    assert out["image"].shape == patch == out["label"].shape
+    np.testing.assert_array_equal(out["label"], label_of(out["image"]))
+    x, y, z = decode(out["image"])
+    x0, y0, z0 = x[0, 0, 0], y[0, 0, 0], z[0, 0, 0]
+    assert 0 <= x0 <= 8 and 0 <= y0 <= 4 and 0 <= z0 <= 4
+    np.testing.assert_array_equal(out["image"], sample["image"][x0:x0 + 16, y0:y0 + 16, z0:z0 + 8])
+
+
+def test_random_crop_start_matches_draw():
+    sample = coded_sample((24, 20, 12))
+    start = draw_crop_start(np.random.default_rng(9), (24, 20, 12), (16, 16, 8))
+    out = RandomCrop((16, 16, 8))(sample, np.random.default_rng(9))
+    assert tuple(int(c[0, 0, 0]) for c in decode(out["image"])) == start
+
+
+def test_random_crop_pads_with_zeros_when_smaller():
+    sample = coded_sample((10, 20, 5))  # x: 10 < 16 (pad 3 + 3), z: 5 < 8 (pad 1 + 2)
+    for seed in range(5):
+        out = RandomCrop((16, 16, 8))(sample, np.random.default_rng(seed))
+        image, label = out["image"], out["label"]
+        assert image.shape == (16, 16, 8) == label.shape
+        inside = np.zeros(image.shape, bool)
+        inside[3:13, :, 1:6] = True
+        assert (image[~inside] == 0).all() and (label[~inside] == 0).all()
+        assert (image[inside] > 0).all()
+        x, y, z = decode(image[3:13, :, 1:6])
+        np.testing.assert_array_equal(x[:, 0, 0], np.arange(10))
+        np.testing.assert_array_equal(z[0, 0, :], np.arange(5))
+        np.testing.assert_array_equal(label[inside].reshape(10, 16, 5), label_of(image[3:13, :, 1:6]))
+
+
+def test_random_crop_exact_size_is_identity():
+    sample = coded_sample((16, 16, 8))
+    out = RandomCrop((16, 16, 8))(sample, np.random.default_rng(0))
+    np.testing.assert_array_equal(out["image"], sample["image"])
+    np.testing.assert_array_equal(out["label"], sample["label"])
+
+
+# ---------------------------------------------------------------- CenterCrop
+def test_center_crop_is_centered():
+    sample = coded_sample((21, 30, 10))
+    out = CenterCrop((16, 16, 8))(sample)
+    assert out["image"].shape == (16, 16, 8)
+    x, y, z = decode(out["image"])
+    assert (x[0, 0, 0], y[0, 0, 0], z[0, 0, 0]) == (2, 7, 1)
+    np.testing.assert_array_equal(out["image"], sample["image"][2:18, 7:23, 1:9])
+    np.testing.assert_array_equal(out["label"], label_of(out["image"]))
+
+
+def test_center_crop_pads_when_smaller():
+    sample = coded_sample((12, 16, 8))
+    out = CenterCrop((16, 16, 8))(sample)
+    assert (out["image"][:2] == 0).all() and (out["image"][14:] == 0).all()
+    np.testing.assert_array_equal(out["image"][2:14], sample["image"])
+    np.testing.assert_array_equal(out["label"][2:14], sample["label"])
+
+
+def test_center_crop_ignores_rng():
+    sample = coded_sample((20, 20, 10))
+    a = CenterCrop((16, 16, 8))(sample, np.random.default_rng(0))
+    b = CenterCrop((16, 16, 8))(sample, None)
+    np.testing.assert_array_equal(a["image"], b["image"])
+
+
+# ---------------------------------------------------------------- ToTensor / Compose
+def test_to_tensor_shapes_and_dtypes():
+    sample = coded_sample((5, 4, 3))
+    sample["image"] = np.flip(sample["image"], axis=0).astype(np.float64)  # non-contiguous, float64
+    out = ToTensor()(sample)
+    assert out["image"].shape == (1, 5, 4, 3) and out["image"].dtype == torch.float32
+    assert out["label"].shape == (5, 4, 3) and out["label"].dtype == torch.int64
+    np.testing.assert_array_equal(out["image"][0].numpy(), sample["image"].astype(np.float32))
+    np.testing.assert_array_equal(out["label"].numpy(), sample["label"].astype(np.int64))
+    assert out["case"] == "c"
+
+
+def test_compose_threads_one_rng_through():
+    patch = (16, 16, 8)
+    sample = coded_sample((20, 18, 10))
+    out = Compose([RandomRotFlip(), RandomCrop(patch), ToTensor()])(sample, np.random.default_rng(11))
+    rng = np.random.default_rng(11)
+    expected = ToTensor()(RandomCrop(patch)(RandomRotFlip()(sample, rng), rng))
+    assert torch.equal(out["image"], expected["image"])
+    assert torch.equal(out["label"], expected["label"])
+    assert out["image"].shape == (1, *patch) and out["label"].shape == patch
+    np.testing.assert_array_equal(out["label"].numpy(), label_of(out["image"][0].numpy()))
+
+
+def test_compose_same_seed_same_output_different_seed_differs():
+    sample = coded_sample((30, 30, 12))
+    t = Compose([RandomRotFlip(), RandomCrop((16, 16, 8))])
+    a = t(sample, np.random.default_rng(4))["image"]
+    b = t(sample, np.random.default_rng(4))["image"]
+    outs = {t(sample, np.random.default_rng(s))["image"].tobytes() for s in range(10)}
+    np.testing.assert_array_equal(a, b)
+    assert len(outs) > 1
