@@ -150,6 +150,23 @@ def test_surface_distances_shapes_and_values():
                - mb.hd95(pred, gt, voxelspacing=ANISO)) <= TOL
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_surface_distances_equal_distance_transform(seed):
+    """The KD-tree distances are medpy's distance-transform distances: bit for bit with unit or
+    binary-fraction spacing, within a few ulp (ties between equally near voxels) otherwise."""
+    shape = (30 + seed, 25 + 2 * seed, 20 + seed % 3)
+    a = blob(shape, seed, frac=0.05 + 0.03 * seed)
+    b = blob(shape, seed + 1000, frac=0.12)
+    cross = ndimage.generate_binary_structure(3, 1)
+    surf = lambda m: m ^ ndimage.binary_erosion(m, cross)
+    for spacing, tol in ((None, 0.0), (ANISO, 0.0), ((0.7, 0.9, 1.3), 1e-12), ((1 / 3, 0.1, 2.7), 1e-12)):
+        d1, d2 = surface_distances(a, b, spacing)
+        ref1 = ndimage.distance_transform_edt(~surf(b), sampling=spacing)[surf(a)]
+        ref2 = ndimage.distance_transform_edt(~surf(a), sampling=spacing)[surf(b)]
+        assert d1.shape == ref1.shape and d2.shape == ref2.shape
+        assert np.abs(d1 - ref1).max() <= tol and np.abs(d2 - ref2).max() <= tol, spacing
+
+
 # --------------------------------------------------------------------------- #
 # real LA labels
 # --------------------------------------------------------------------------- #

@@ -1,14 +1,22 @@
 """Fast binary / multi-class segmentation metrics for 3-D medical volumes.
 
 The overlap and surface metrics reproduce the values of ``medpy.metric.binary``
-(``dc``, ``jc``, ``hd95``, ``asd``; medpy 0.5.2) to floating-point precision,
-but are several times faster on large volumes because
+(``dc``, ``jc``, ``hd95``, ``asd``; medpy 0.5.2) exactly (the tests allow 1e-6;
+on real LA labels the differences are 0), but are over ten times faster on
+large volumes because
 
 * both masks are cropped to the bounding box of their union (plus a 1-voxel
-  margin) before any morphology or distance transform is run;
-* each mask's surface is extracted once and one Euclidean distance transform
-  is computed per mask, and both are shared between HD95 and ASD (medpy
-  recomputes erosions and a full-volume distance transform for every call).
+  margin) before any morphology is run;
+* each mask's surface is extracted once and shared between HD95 and ASD
+  (medpy recomputes erosions for every call);
+* the distance from each surface voxel of one mask to the nearest surface
+  voxel of the other is found by a KD-tree (``scipy.spatial.cKDTree``) query
+  between the two surface point sets, coordinates scaled by the spacing,
+  instead of two Euclidean distance transforms of the whole volume.  The
+  distance is then recomputed from the integer offset to the nearest voxel
+  with the same floating-point operations as scipy's
+  ``distance_transform_edt`` (offset times spacing, squared, summed axis by
+  axis, square root), so equal offsets give bit-identical distances.
 
 Conventions
 -----------
@@ -25,16 +33,18 @@ Conventions
   voxels on the volume border are surface voxels (scipy's default
   ``border_value=0``, as in medpy).
 
-Why cropping is exact
----------------------
-Every surface voxel of either mask lies inside the bounding box of the union
-of the masks.  The distance transform of the complement of a surface,
-computed inside that box, therefore sees every surface voxel and gives the
-same nearest-surface distances at the box's voxels as the full-volume
-transform.  Erosion is also unchanged: outside the box there is only
-background, which is what scipy assumes beyond the array border (and the
-1-voxel margin makes this explicit wherever the box does not touch the
-volume border).
+Why this is exact
+-----------------
+medpy's distance of a surface voxel of A to B is
+``distance_transform_edt(~surface(B))`` read at that voxel: the Euclidean
+distance (in spacing units) to the nearest surface voxel of B.  That is by
+definition the nearest-neighbour distance from the voxel to the set of
+surface voxels of B, which is what the KD-tree returns (its query is exact,
+``eps=0``).  Every surface voxel of either mask lies inside the bounding box
+of the union of the masks, so cropping loses none of them; and erosion is
+unchanged by the crop, because outside the box there is only background,
+which is what scipy assumes beyond the array border (the 1-voxel margin makes
+this explicit wherever the box does not touch the volume border).
 """
 from __future__ import annotations
 
@@ -42,6 +52,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 __all__ = [
     "dice",
@@ -114,17 +125,39 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask ^ ndimage.binary_erosion(mask, structure=cross, iterations=1)
 
 
+def _nearest_distances(points: np.ndarray, targets: np.ndarray, tree: cKDTree,
+                       spacing: Optional[np.ndarray]) -> np.ndarray:
+    """Distance of each of ``points`` (N, ndim) voxel indices to the nearest of ``targets``.
+
+    ``tree`` indexes ``targets`` scaled by ``spacing``.  The distance is recomputed
+    from the integer offset exactly as scipy's ``distance_transform_edt`` computes it.
+    """
+    query = points * spacing if spacing is not None else points
+    _, nearest = tree.query(query, k=1)
+    offset = (targets[nearest] - points).astype(np.float64)
+    if spacing is not None:
+        offset *= spacing
+    offset *= offset
+    squared = offset[:, 0].copy()
+    for axis in range(1, offset.shape[1]):  # axis by axis, in scipy's order
+        squared += offset[:, axis]
+    return np.sqrt(squared)
+
+
 def _surface_distances_nonempty(p, g, spacing):
-    """Directed surface distances; p, g are non-empty bool arrays, same shape."""
+    """Directed surface distances; p, g are non-empty bool arrays, same shape.
+
+    Returns (pred surface -> gt surface, gt surface -> pred surface), float64,
+    one entry per surface voxel in C order (the order of ``dt[surface]``).
+    """
     p, g = _crop_union(p, g, margin=1)
-    sp = _surface(p)
-    sg = _surface(g)
-    # distance of every voxel to the nearest surface voxel of the *other* mask
-    dt_g = ndimage.distance_transform_edt(~sg, sampling=spacing)
-    d_pred_to_gt = dt_g[sp]
-    del dt_g
-    dt_p = ndimage.distance_transform_edt(~sp, sampling=spacing)
-    d_gt_to_pred = dt_p[sg]
+    points_p = np.argwhere(_surface(p))  # C order
+    points_g = np.argwhere(_surface(g))
+    scale = spacing if spacing is not None else 1
+    tree_p = cKDTree(points_p * scale)
+    tree_g = cKDTree(points_g * scale)
+    d_pred_to_gt = _nearest_distances(points_p, points_g, tree_g, spacing)
+    d_gt_to_pred = _nearest_distances(points_g, points_p, tree_p, spacing)
     return d_pred_to_gt, d_gt_to_pred
 
 
