@@ -18,9 +18,8 @@ from utils.ema import ema_decay_at, make_teacher, update_teacher
 from utils.errors import UserError, report_user_errors
 from utils.losses import CONSISTENCY_LOSSES, supervised_loss
 from utils.ramps import sigmoid_rampup
-from utils.training import (VNET_CONFIG, MixedPrecision, Periodic, build_vnet, lr_at, memory_layout, open_run,
-                            set_lr, sgd, setup)
-from utils.validation import Validator
+from utils.training import (VNET_CONFIG, MixedPrecision, Periodic, build_vnet, lr_at, make_validator,
+                            memory_layout, open_run, print_data_report, restore, set_lr, sgd, setup)
 
 
 def parse_args():
@@ -42,7 +41,10 @@ def parse_args():
 @report_user_errors
 def main():
     args = parse_args()
-    device = setup(args)
+    if args.check_data:
+        return print_data_report(args)
+    device, resume_from = setup(args)
+    start = resume_from["iteration"] if resume_from else 0
 
     # Data: the first labelnum training cases are labeled, the rest unlabeled.
     labeled_ids, unlabeled_ids = split_labeled(read_case_list(args.train_list), args.labelnum, args.max_samples)
@@ -50,10 +52,9 @@ def main():
         raise UserError(f"all {len(labeled_ids)} training cases are labeled, so Mean Teacher has no unlabeled data; "
                         "lower --labelnum or use train_sup.py")
     batches = make_training_batches(args.root_path, labeled_ids, unlabeled_ids, args.batch_size, args.labeled_bs,
-                                    args.patch_size, args.seed, device, bool(args.data_on_device), args.num_workers)
-    validator = None
-    if args.val_list:
-        validator = Validator(args.root_path, read_case_list(args.val_list), args.patch_size, args.num_classes, device)
+                                    args.patch_size, args.num_classes, args.seed, device, bool(args.data_on_device),
+                                    args.num_workers, start_batch=start)
+    validator = make_validator(args, device)
     run = open_run(args, device)
     run.info(f"{len(labeled_ids)} labeled and {len(unlabeled_ids)} unlabeled cases, patch {args.patch_size}")
 
@@ -65,6 +66,9 @@ def main():
     optimizer = sgd(student, args.base_lr, foreach=bool(args.foreach))
     precision = MixedPrecision(device, bool(args.amp))
     consistency_loss_fn = CONSISTENCY_LOSSES[args.consistency_type]
+    if resume_from:
+        restore(resume_from, {"student": student, "teacher": teacher}, optimizer, precision.scaler)
+        run.info(f"resumed after iteration {start}")
     student.train()
     teacher.train()  # as in the original: batch statistics and dropout are part of the teacher's noise
 
@@ -73,10 +77,12 @@ def main():
                 "student": student.state_dict(), "teacher": teacher.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": precision.scaler.state_dict(), "args": vars(args)}
 
-    periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.val_every, validator,
-                        device=device, batches=batches)
+    periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.snapshot_every,
+                        args.val_every, validator, device=device, batches=batches, start=start,
+                        best_score=resume_from.get("best_val_dice", -1.0) if resume_from else -1.0)
     labeled_bs = args.labeled_bs
-    progress = tqdm(range(args.max_iterations), desc="Mean Teacher", dynamic_ncols=True, disable=None)  # no bar when piped
+    progress = tqdm(range(start, args.max_iterations), desc="Mean Teacher", initial=start, total=args.max_iterations,
+                    dynamic_ncols=True, disable=None)  # no bar when piped
     for iteration in progress:
         lr = lr_at(iteration, args.base_lr, args.lr_decay_every)
         set_lr(optimizer, lr)
@@ -107,7 +113,6 @@ def main():
                                    "train/lr": lr}, lambda: checkpoint(iteration), student)
         if periodic.last:
             progress.set_postfix(loss=f"{periodic.last['loss/total']:.4f}", refresh=False)
-
     run.close()
 
 

@@ -15,9 +15,8 @@ from dataloaders.case_lists import read_case_list, split_labeled
 from utils.arguments import resolve_data_args, training_parser
 from utils.errors import report_user_errors
 from utils.losses import supervised_loss
-from utils.training import (VNET_CONFIG, MixedPrecision, Periodic, build_vnet, lr_at, memory_layout, open_run,
-                            set_lr, sgd, setup)
-from utils.validation import Validator
+from utils.training import (VNET_CONFIG, MixedPrecision, Periodic, build_vnet, lr_at, make_validator,
+                            memory_layout, open_run, print_data_report, restore, set_lr, sgd, setup)
 
 
 def parse_args():
@@ -27,15 +26,17 @@ def parse_args():
 @report_user_errors
 def main():
     args = parse_args()
-    device = setup(args)
+    if args.check_data:
+        return print_data_report(args)
+    device, resume_from = setup(args)
+    start = resume_from["iteration"] if resume_from else 0
 
     # Data: only the first labelnum training cases, all labeled.
     labeled_ids, _ = split_labeled(read_case_list(args.train_list), args.labelnum, args.max_samples)
     batches = make_training_batches(args.root_path, labeled_ids, [], args.labeled_bs, args.labeled_bs,
-                                    args.patch_size, args.seed, device, bool(args.data_on_device), args.num_workers)
-    validator = None
-    if args.val_list:
-        validator = Validator(args.root_path, read_case_list(args.val_list), args.patch_size, args.num_classes, device)
+                                    args.patch_size, args.num_classes, args.seed, device, bool(args.data_on_device),
+                                    args.num_workers, start_batch=start)
+    validator = make_validator(args, device)
     run = open_run(args, device)
     run.info(f"{len(labeled_ids)} labeled cases, patch {args.patch_size}")
 
@@ -44,6 +45,9 @@ def main():
     model_forward = torch.compile(model) if args.compile else model
     optimizer = sgd(model, args.base_lr, foreach=bool(args.foreach))
     precision = MixedPrecision(device, bool(args.amp))
+    if resume_from:
+        restore(resume_from, {"student": model}, optimizer, precision.scaler)
+        run.info(f"resumed after iteration {start}")
     model.train()
 
     def checkpoint(iteration):
@@ -51,9 +55,11 @@ def main():
                 "student": model.state_dict(), "teacher": None,
                 "optimizer": optimizer.state_dict(), "scaler": precision.scaler.state_dict(), "args": vars(args)}
 
-    periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.val_every, validator,
-                        device=device, batches=batches)
-    progress = tqdm(range(args.max_iterations), desc="labeled only", dynamic_ncols=True, disable=None)  # no bar when piped
+    periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.snapshot_every,
+                        args.val_every, validator, device=device, batches=batches, start=start,
+                        best_score=resume_from.get("best_val_dice", -1.0) if resume_from else -1.0)
+    progress = tqdm(range(start, args.max_iterations), desc="labeled only", initial=start, total=args.max_iterations,
+                    dynamic_ncols=True, disable=None)  # no bar when piped
     for iteration in progress:
         lr = lr_at(iteration, args.base_lr, args.lr_decay_every)
         set_lr(optimizer, lr)
@@ -68,7 +74,6 @@ def main():
                        lambda: checkpoint(iteration), model)
         if periodic.last:
             progress.set_postfix(loss=f"{periodic.last['loss/total']:.4f}", refresh=False)
-
     run.close()
 
 

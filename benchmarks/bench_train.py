@@ -26,14 +26,14 @@ REPO = Path(__file__).resolve().parent.parent
 PLAIN = ["--data_on_device", "0", "--amp", "0", "--channels_last", "0", "--foreach", "0", "--deterministic", "1"]
 FAST = ["--data_on_device", "1", "--amp", "1", "--channels_last", "1", "--foreach", "1", "--deterministic", "0"]
 MODES = {"plain": PLAIN, "fast": FAST, "fast_det": FAST[:-1] + ["1"], "compile": FAST + ["--compile", "1"]}
-SPEED = re.compile(r"done: (\d+) iterations in ([\d.]+) s; speed: ([\d.]+) s/iteration over the last (\d+) "
+SPEED = re.compile(r"done: (\d+) iterations \(\d+ in this process, ([\d.]+) s\); speed: ([\d.]+) s/iteration over the last (\d+) "
                    r"iterations, data wait ([\d.]+) s/iteration(?:, peak GPU memory ([\d.]+) GiB)?")
 
 
 def run_mode(name, flags, args, workdir) -> dict:
     command = [sys.executable, str(REPO / "train_mean_teacher.py"), "--dataset_name", args.dataset_name,
                "--labelnum", str(args.labelnum), "--max_iterations", str(args.iterations), "--exp", f"bench_{name}",
-               "--overwrite", "--log_every", "50", "--save_every", str(10 ** 9), "--num_workers", str(args.num_workers),
+               "--overwrite", "--log_every", "50", "--save_every", str(10 ** 9), "--snapshot_every", str(10 ** 9), "--num_workers", str(args.num_workers),
                *flags]
     for flag in ("root_path", "train_list"):
         if getattr(args, flag):

@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
+from dataloaders.transforms import sample_rng
 from utils.errors import UserError
 
 VOLUME_FILE = "mri_norm2.h5"
@@ -30,9 +31,12 @@ def read_case(root, case_id: str) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"case {case_id!r} is listed but {path} does not exist; fix the list or the data folder")
     try:
         with h5py.File(path, "r") as f:
+            missing = [key for key in ("image", "label") if key not in f]
+            if missing:
+                raise UserError(f"{path} has no {' or '.join(map(repr, missing))} dataset (expected 'image' and 'label')")
             image, label = f["image"][:], f["label"][:]
-    except (OSError, KeyError) as err:
-        raise UserError(f"cannot read {path}: {err}") from None
+    except OSError as err:
+        raise UserError(f"cannot read {path} (truncated or not HDF5?): {err}") from None
     if image.shape != label.shape:
         raise UserError(f"{path}: image shape {image.shape} differs from label shape {label.shape}")
     return image.astype(np.float32, copy=False), label.astype(np.uint8, copy=False)
@@ -62,20 +66,27 @@ def check_patch_fits(shapes: dict, patch_size) -> None:
 class LAHeart(Dataset):
     """One sample per case: ``{"image", "label", "case"}`` after ``transform(sample, rng)``.
 
-    ``rng`` is this dataset's generator; DataLoader workers reseed it (see
-    ``seed_worker``) so that they do not draw identical augmentations.
+    An item is a case index, augmented from this dataset's own ``rng``, or an
+    ``(index, batch_number, position)`` triple from ``EndlessBatchSampler(seeded=True)``,
+    augmented from ``sample_rng(seed, batch_number, position)``.
     """
 
-    def __init__(self, root, case_ids, transform=None, rng: np.random.Generator | None = None):
+    def __init__(self, root, case_ids, transform=None, seed: int = 0):
         self.root = check_root(root)
         self.case_ids = list(case_ids)
         self.transform = transform
-        self.rng = rng if rng is not None else np.random.default_rng()
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.case_ids)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, item) -> dict:
+        if isinstance(item, tuple):
+            index, batch_number, position = item
+            rng = sample_rng(self.seed, batch_number, position)
+        else:
+            index, rng = item, self.rng
         image, label = read_case(self.root, self.case_ids[index])
         sample = {"image": image, "label": label, "case": self.case_ids[index]}
-        return self.transform(sample, self.rng) if self.transform else sample
+        return self.transform(sample, rng) if self.transform else sample

@@ -1,11 +1,18 @@
 """Augmentations of the LA scripts on ``{"image": (X, Y, Z), "label": (X, Y, Z)}`` samples.
 
 Random transforms take a ``numpy.random.Generator`` at call time so that the
-caller owns the random stream (reproducible runs, seeded workers, and the
-on-device path of ``dataloaders.batches`` drawing the very same numbers).
+caller owns the random stream: the training batch sources give each sample its
+own (``sample_rng``), so runs are reproducible whatever the number of workers,
+and the on-device path of ``dataloaders.batches`` draws the very same numbers.
 """
 import numpy as np
 import torch
+
+
+def sample_rng(seed: int, batch_number: int, position: int) -> np.random.Generator:
+    """The augmentation stream of one sample of one batch: the same in DataLoader workers,
+    in the main process and on the device, and after a resume."""
+    return np.random.default_rng([seed, 2, batch_number, position])
 
 
 def draw_rot_flip(rng: np.random.Generator) -> tuple[int, int]:

@@ -35,7 +35,13 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
     run.add_argument("--seed", type=int, default=1337)
     run.add_argument("--gpu", type=str, default="0", help="visible GPU(s), sets CUDA_VISIBLE_DEVICES")
     run.add_argument("--val_every", type=int, default=500, help="iterations between validations (with --val_list)")
-    run.add_argument("--save_every", type=int, default=1000, help="iterations between iter_N.pth snapshots")
+    run.add_argument("--save_every", type=int, default=500, help="iterations between saves of latest.pth (for --resume)")
+    run.add_argument("--snapshot_every", type=int, default=1000, help="iterations between iter_N.pth snapshots")
+    run.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
+                     help="continue the run from its latest.pth (or from PATH): weights, optimizer, "
+                          "schedule, random states and data position")
+    run.add_argument("--check_data", action="store_true",
+                     help="only check the training (and validation) cases and print a short report")
     run.add_argument("--log_every", type=int, default=20, help="iterations between log lines")
     run.add_argument("--overwrite", action="store_true", help="reuse a run folder that already holds checkpoints")
     speed = p.add_argument_group("speed (each 0 gives the original, plain path)")
@@ -71,6 +77,9 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
                         f"got {' '.join(map(str, args.patch_size))}")
     if not 1 <= args.labeled_bs <= args.batch_size:
         raise UserError(f"--labeled_bs must be between 1 and --batch_size ({args.batch_size}), got {args.labeled_bs}")
+    for flag in ("save_every", "snapshot_every", "log_every", "val_every"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.max_iterations < 1:
         raise UserError(f"--max_iterations must be at least 1, got {args.max_iterations}")
     return args

@@ -1,6 +1,7 @@
 """The run folder: ``log.txt``, TensorBoard scalars, ``config.json`` and checkpoints."""
 import json
 import logging
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,10 @@ def check_free(path, overwrite: bool) -> None:
     if existing and not overwrite:
         raise UserError(f"run folder {path} already holds checkpoints ({existing[0].name}, ...); "
                         "choose a new --exp, or pass --overwrite to replace them")
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite."""
 
 
 class _TqdmHandler(logging.Handler):
@@ -97,6 +102,13 @@ class RunFolder:
             for iteration, scalars in rows:
                 for name, value in scalars.items():
                     self.writer.add_scalar(name, value, iteration)
+        for iteration, scalars in rows:
+            if any(name.startswith("loss") and not math.isfinite(v) for name, v in scalars.items()):
+                terms = ", ".join(f"{k} {v:.4g}" for k, v in scalars.items())
+                self.info(f"STOPPED: non-finite loss at iteration {iteration + 1}: {terms}")
+                raise TrainingDiverged(f"the loss became non-finite at iteration {iteration + 1} ({terms}); nothing "
+                                       f"was saved after it. Continue from the last good checkpoint with --resume, "
+                                       "perhaps with a lower --base_lr")
         iteration, last = rows[-1]
         self.info(f"iteration {iteration + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
         return last

@@ -2,30 +2,50 @@
 mixed precision, the learning-rate schedule and the periodic log/validate/save."""
 import argparse
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from dataloaders.case_lists import read_case_list
+from dataloaders.check_data import check_cases, data_report
 from networks.vnet import VNet
-from utils.device import amp_dtype, runtime_versions, seed_everything, select_device, warn_known_bad_runtime
+from utils.checkpoint import load_checkpoint
+from utils.device import (amp_dtype, random_states, restore_random_states, runtime_versions, seed_everything,
+                          select_device, warn_known_bad_runtime)
+from utils.errors import UserError
 from utils.run_folder import RunFolder, check_free, run_folder_path
+from utils.validation import Validator
 
 # The network of the LA literature; stored in every checkpoint so inference can rebuild it.
 VNET_CONFIG = {"n_channels": 1, "n_filters": 16, "normalization": "batchnorm", "has_dropout": True}
 
 
-def setup(args: argparse.Namespace) -> torch.device:
-    """Device and seeds; fails early if the run folder would overwrite checkpoints."""
-    check_free(run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model), args.overwrite)
+def setup(args: argparse.Namespace) -> tuple[torch.device, dict | None]:
+    """Device and seeds, and the checkpoint to continue from with ``--resume``; fails early
+    if a fresh run would overwrite checkpoints."""
+    folder = run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model)
+    resume_from = None
+    if args.resume:
+        path = folder / "latest.pth" if args.resume == "latest" else Path(args.resume)
+        if not path.is_file():
+            raise UserError(f"nothing to resume: {path} does not exist (start without --resume, or pass the "
+                            "checkpoint's path with --resume PATH)")
+        resume_from = load_checkpoint(path)
+        if "random_states" not in resume_from:
+            raise UserError(f"{path} cannot be resumed from (it has no training state); use latest.pth or iter_N.pth")
+    else:
+        check_free(folder, args.overwrite)
     device = select_device(args.gpu)
     seed_everything(args.seed, bool(args.deterministic))
-    return device
+    return device, resume_from
 
 
 def open_run(args: argparse.Namespace, device: torch.device) -> RunFolder:
     """The run folder with config.json and the run header in the log (after the data checks passed)."""
-    run = RunFolder(run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model), args.overwrite)
+    run = RunFolder(run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model),
+                    overwrite=args.overwrite or bool(args.resume))
     versions = runtime_versions()
     run.write_config({"args": vars(args), "runtime": versions})
     run.info(f"run folder {run.path}")
@@ -36,6 +56,22 @@ def open_run(args: argparse.Namespace, device: torch.device) -> RunFolder:
     if warning:
         run.info(f"WARNING: {warning}")
     return run
+
+
+def make_validator(args: argparse.Namespace, device: torch.device):
+    """The validator for ``--val_list`` (its cases checked first), or None."""
+    if not args.val_list:
+        return None
+    volumes = check_cases(args.root_path, read_case_list(args.val_list), args.num_classes)
+    return Validator(volumes, args.patch_size, args.num_classes, device)
+
+
+def print_data_report(args: argparse.Namespace) -> None:
+    """``--check_data``: check the training and validation cases and print a short report."""
+    for name in ("train_list", "val_list"):
+        if getattr(args, name):
+            volumes = check_cases(args.root_path, read_case_list(getattr(args, name)), args.num_classes)
+            print(f"{getattr(args, name)}: all cases load and agree\n" + data_report(volumes, args.num_classes))
 
 
 def memory_layout(device: torch.device, channels_last: bool) -> torch.memory_format:
@@ -62,6 +98,17 @@ def sgd(model: nn.Module, lr: float, foreach: bool) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4, foreach=foreach)
 
 
+def restore(state: dict, models: dict, optimizer, scaler) -> int:
+    """Load weights, optimizer and scaler state and the random states of a checkpoint;
+    returns the number of iterations done. ``models`` maps checkpoint keys to modules."""
+    for key, model in models.items():
+        model.load_state_dict(state[key])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    restore_random_states(state["random_states"])
+    return int(state["iteration"])
+
+
 class MixedPrecision:
     """bf16 autocast (or fp16 with loss scaling) on CUDA; plain fp32 when off or on the CPU."""
 
@@ -82,35 +129,43 @@ class MixedPrecision:
 
 
 class Periodic:
-    """After each iteration: log every ``log_every``, validate every ``val_every`` (keeping
-    ``best_model.pth``), save ``iter_N.pth`` every ``save_every`` and at the end; and time
-    the iterations after the first ``warmup`` (compilation, cuDNN autotuning)."""
+    """After each iteration: log every ``log_every``; validate every ``val_every`` (keeping
+    ``best_model.pth``); save ``latest.pth`` every ``save_every`` and ``iter_N.pth`` every
+    ``snapshot_every`` and at the end; time the iterations after the first ``warmup``
+    (compilation, cuDNN autotuning). Scalars are flushed, and so checked for a non-finite
+    loss, before anything is saved."""
 
-    def __init__(self, run: RunFolder, max_iterations: int, log_every: int, save_every: int,
+    def __init__(self, run: RunFolder, max_iterations: int, log_every: int, save_every: int, snapshot_every: int,
                  val_every: int = 0, validator=None, device: torch.device | None = None, batches=None,
-                 warmup: int = 20):
+                 start: int = 0, best_score: float = -1.0, warmup: int = 20):
         self.run, self.max_iterations = run, max_iterations
-        self.log_every, self.save_every, self.val_every = log_every, save_every, val_every
+        self.log_every, self.save_every, self.snapshot_every, self.val_every = log_every, save_every, snapshot_every, val_every
         self.validator = validator
-        self.best_score = -1.0
+        self.best_score = best_score
         self.last = {}
         self.device, self.batches = device, batches
-        self.warmup = min(warmup, max_iterations - 1)
+        self.start = start
+        self.warmup_end = start + min(warmup, max(max_iterations - start - 1, 0))
         self.started = time.perf_counter()
-        self.clock = None  # (time, seconds waiting for data) when the warm-up ended
+        self.clock = None  # (time, seconds waiting for data, seconds validating) when the warm-up ended
         self.seconds_validating = 0.0
 
     def after(self, iteration: int, scalars: dict, checkpoint: Callable[[], dict], model: nn.Module) -> None:
         done = iteration + 1
-        if done == self.warmup:
+        last = done == self.max_iterations
+        if done == self.warmup_end:
             self._synchronize()
             self.clock = (time.perf_counter(), getattr(self.batches, "seconds_waiting", 0.0), self.seconds_validating)
         self.run.add_scalars(iteration, scalars)
-        if done == self.max_iterations:
-            self._report_speed(done)  # before the final validation and save
-        if done % self.log_every == 0 or done == self.max_iterations:
-            self.last = self.run.flush_scalars()
-        if self.validator is not None and (done % self.val_every == 0 or done == self.max_iterations):
+        if last:
+            self._report_speed(done)  # before the final validation and saves
+        validate = self.validator is not None and (done % self.val_every == 0 or last)
+        snapshot = done % self.snapshot_every == 0 or last
+        save = done % self.save_every == 0 or last
+        if done % self.log_every == 0 or validate or snapshot or save:
+            self.last = self.run.flush_scalars()  # raises TrainingDiverged on a non-finite loss
+        state = None
+        if validate:
             start = time.perf_counter()
             score = self.validator(model)
             self.seconds_validating += time.perf_counter() - start
@@ -118,11 +173,17 @@ class Periodic:
             self.run.flush_scalars()
             if score > self.best_score:
                 self.best_score = score
-                self.run.save("best_model.pth", {**checkpoint(), "val_dice": score})
+                state = self._state(checkpoint)
+                self.run.save("best_model.pth", {**state, "val_dice": score})
                 self.run.info(f"new best validation Dice {score:.4f} at iteration {done}: best_model.pth")
-        if done % self.save_every == 0 or done == self.max_iterations:
-            path = self.run.save(f"iter_{done}.pth", checkpoint())
-            self.run.info(f"saved {path}")
+        if snapshot:
+            state = state or self._state(checkpoint)
+            self.run.info(f"saved {self.run.save(f'iter_{done}.pth', state)}")
+        if save:
+            self.run.save("latest.pth", state or self._state(checkpoint))
+
+    def _state(self, checkpoint: Callable[[], dict]) -> dict:
+        return {**checkpoint(), "random_states": random_states(), "best_val_dice": self.best_score}
 
     def _synchronize(self):
         if self.device is not None and self.device.type == "cuda":
@@ -131,10 +192,10 @@ class Periodic:
     def _report_speed(self, done: int) -> None:
         self._synchronize()
         now = time.perf_counter()
-        message = f"done: {done} iterations in {now - self.started:.1f} s"
-        if self.clock is not None:
+        message = f"done: {done} iterations ({done - self.start} in this process, {now - self.started:.1f} s)"
+        if self.clock is not None and done > self.warmup_end:
             start, waited, validated = self.clock
-            timed = done - self.warmup
+            timed = done - self.warmup_end
             per_iteration = (now - start - (self.seconds_validating - validated)) / timed  # saves included
             wait = (getattr(self.batches, "seconds_waiting", 0.0) - waited) / timed
             message += (f"; speed: {per_iteration:.4f} s/iteration over the last {timed} iterations, "

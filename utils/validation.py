@@ -1,7 +1,6 @@
 """Validation during training: whole-volume Dice on a validation list (never the test list)."""
 import torch
 
-from dataloaders.la_heart import read_case
 from utils.sliding_window import sliding_window_predict
 
 
@@ -9,9 +8,10 @@ class Validator:
     """Mean foreground Dice of a model over the validation cases, by sliding windows with
     half-patch strides (coarser than ``inference.py``'s, to keep validation cheap)."""
 
-    def __init__(self, root, case_ids, patch_size, num_classes: int, device: torch.device,
+    def __init__(self, volumes, patch_size, num_classes: int, device: torch.device,
                  amp_dtype: torch.dtype | None = None):
-        self.volumes = [read_case(root, case_id) for case_id in case_ids]
+        """``volumes``: the validation cases' (image, label) arrays, each (X, Y, Z)."""
+        self.volumes = list(volumes)
         self.patch_size = tuple(patch_size)
         self.num_classes = num_classes
         self.device = device

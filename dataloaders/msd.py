@@ -1,0 +1,242 @@
+"""Datasets in the Medical Segmentation Decathlon (MSD) / nnU-Net layout, read as (X, Y, Z) volumes.
+
+    <root>/dataset.json             labels {"0": "background", "1": ...}, modality {"0": "MRI"}
+    <root>/imagesTr/<ID>.nii.gz     the image (nnU-Net v2 names it <ID>_0000.nii.gz: found too)
+    <root>/labelsTr/<ID>.nii.gz     integer labels 0..num_classes-1
+
+Volumes keep the voxel order of the file (no reorientation), like nnU-Net. Each image is
+z-scored on its own (mean and std over the whole volume), because intensities differ wildly
+between cases (MSD Hippocampus holds uint8 and float32 files with maxima from 112 to 1.7e6).
+
+    ids = list_case_ids(root)                     # or read_case_list("<root>/dev_train.list")
+    info = read_dataset_json(root)                # info["num_classes"] == 3 for Hippocampus
+    image, label = read_msd_case(root, ids[0], num_classes=info["num_classes"])
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from dataloaders.case_lists import read_case_list
+from utils.errors import UserError
+
+IMAGES_DIR, LABELS_DIR, DATASET_JSON = "imagesTr", "labelsTr", "dataset.json"
+# Tried in this order; "_0000" is nnU-Net v2's channel-0 suffix.
+IMAGE_SUFFIXES = (".nii.gz", "_0000.nii.gz", ".nii", "_0000.nii")
+LABEL_SUFFIXES = (".nii.gz", ".nii")
+# NIfTI spatial units to mm.
+UNIT_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
+
+
+def _index_dict(path: Path, key: str, value) -> dict:
+    """``{"0": "background"}`` (MSD) or ``{"background": 0}`` (nnU-Net v2) as ``{0: "background"}``."""
+    if not isinstance(value, dict) or not value:
+        raise UserError(f"{path}: {key!r} must be a non-empty mapping such as {{\"0\": \"background\"}}")
+    try:
+        if all(str(k).strip().lstrip("-").isdigit() for k in value):
+            return {int(k): str(v) for k, v in value.items()}
+        # nnU-Net v2: name -> index (regions, given as lists, are not supported)
+        return {int(v): str(k) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: cannot read {key!r} as index/name pairs: {value}") from None
+
+
+def read_dataset_json(root) -> dict:
+    """The dataset description of ``root``: every entry of dataset.json, plus normalised keys
+
+    - ``labels``: ``{int: name}``, from MSD's ``{"0": "background"}`` or nnU-Net v2's
+      ``{"background": 0}``;
+    - ``num_classes``: the highest label index + 1 (background included);
+    - ``modality``: ``{int: name}`` from ``modality`` (MSD) or ``channel_names`` (nnU-Net v2),
+      ``{}`` when neither is there.
+
+    A missing or malformed dataset.json, or one without ``labels``, is a ``UserError``.
+    """
+    path = Path(root) / DATASET_JSON
+    if not path.is_file():
+        raise UserError(f"{DATASET_JSON} not found in {root} (expected the MSD / nnU-Net layout: "
+                        f"{DATASET_JSON}, {IMAGES_DIR}/, {LABELS_DIR}/)")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(info, dict) or "labels" not in info:
+        raise UserError(f"{path} has no 'labels' entry (expected e.g. \"labels\": {{\"0\": \"background\", "
+                        "\"1\": \"...\"}})")
+    labels = _index_dict(path, "labels", info["labels"])
+    if min(labels) < 0:
+        raise UserError(f"{path}: negative label index {min(labels)}")
+    modality = info.get("modality", info.get("channel_names"))
+    info = dict(info)
+    info["labels"] = dict(sorted(labels.items()))
+    info["num_classes"] = max(labels) + 1
+    info["modality"] = _index_dict(path, "modality", modality) if modality else {}
+    return info
+
+
+def case_paths(root, case_id: str) -> tuple[Path, Path]:
+    """``(image path, label path)`` of one case: ``imagesTr/<ID>.nii.gz`` (or ``<ID>_0000.nii.gz``,
+    or ``.nii``) and ``labelsTr/<ID>.nii.gz`` (or ``.nii``). When no file exists, the MSD
+    ``.nii.gz`` name is returned, so that errors name the expected file."""
+    root = Path(root)
+
+    def first_existing(folder: Path, suffixes) -> Path:
+        for suffix in suffixes:
+            if (folder / f"{case_id}{suffix}").is_file():
+                return folder / f"{case_id}{suffix}"
+        return folder / f"{case_id}{suffixes[0]}"
+
+    return first_existing(root / IMAGES_DIR, IMAGE_SUFFIXES), first_existing(root / LABELS_DIR, LABEL_SUFFIXES)
+
+
+def list_case_ids(root, list_file=None) -> list[str]:
+    """Case IDs: those of ``list_file`` in file order when given (see ``read_case_list``), else
+    every image of ``<root>/imagesTr`` sorted by name (``_0000`` suffixes and macOS ``._`` files
+    left out)."""
+    if list_file is not None:
+        return read_case_list(list_file)
+    folder = Path(root) / IMAGES_DIR
+    if not folder.is_dir():
+        raise UserError(f"{folder} not found (expected the MSD / nnU-Net layout: {DATASET_JSON}, "
+                        f"{IMAGES_DIR}/, {LABELS_DIR}/)")
+    ids = set()
+    for path in folder.iterdir():
+        name = path.name
+        if name.startswith(".") or not path.is_file():
+            continue
+        for suffix in (".nii.gz", ".nii"):
+            if name.endswith(suffix):
+                case_id = name[: -len(suffix)]
+                ids.add(case_id[:-5] if case_id.endswith("_0000") else case_id)
+                break
+    if not ids:
+        raise UserError(f"no .nii.gz image in {folder}")
+    return sorted(ids)
+
+
+def _load(path: Path, what: str):
+    """The nibabel image of ``path``; a missing or unreadable file is a ``UserError``."""
+    import nibabel as nib  # imported here: only MSD users pay for it
+
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path} (check the case ID and the {path.parent.name}/ folder)")
+    try:
+        return nib.load(path)
+    except Exception as err:  # nibabel raises ImageFileError, OSError, ValueError, EOFError, ...
+        raise UserError(f"cannot read {path} as NIfTI: {err}") from None
+
+
+def _voxels(image, path: Path) -> np.ndarray:
+    """The voxel array (scaled by scl_slope/scl_inter when the header sets them)."""
+    try:
+        return np.asanyarray(image.dataobj)
+    except Exception as err:  # a truncated .gz only fails here
+        raise UserError(f"cannot read the voxels of {path}: {err}") from None
+
+
+def _to_3d(array: np.ndarray, path: Path, channel: int) -> np.ndarray:
+    """(X, Y, Z) from a 3D array, or channel ``channel`` of a 4D (X, Y, Z, C) array."""
+    if array.ndim == 3:
+        return array
+    if array.ndim >= 4:
+        channels = array.reshape(*array.shape[:3], -1)
+        if not 0 <= channel < channels.shape[3]:
+            raise UserError(f"{path}: channel {channel} requested but the image has {channels.shape[3]} "
+                            f"(shape {array.shape})")
+        return channels[..., channel]
+    raise UserError(f"{path}: expected a 3D volume, got shape {array.shape}")
+
+
+def zscore(image: np.ndarray, path=None) -> np.ndarray:
+    """(image - mean) / std over the whole volume, computed in float64, returned as float32.
+
+    An image with NaN/inf values or a constant image is a ``UserError`` naming ``path``.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    mean, std = image.mean(), image.std()
+    if not np.isfinite(mean) or not np.isfinite(std):
+        raise UserError(f"{path}: the image holds NaN or infinite values")
+    if std == 0:
+        raise UserError(f"{path}: the image is constant ({mean:g} everywhere); the file is probably broken")
+    return ((image - mean) / std).astype(np.float32)
+
+
+def read_msd_case(root, case_id: str, num_classes: int | None = None,
+                  channel: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(image float32 (X, Y, Z), label uint8 (X, Y, Z))`` of one case.
+
+    The image is z-scored on its own (mean 0, std 1 over the whole volume). A 4D
+    (multi-modal, X, Y, Z, C) image gives its channel ``channel`` (default 0, the first
+    modality of dataset.json), and nnU-Net v2's per-channel files give ``<ID>_0000``.
+    Labels must be integers in ``0..num_classes-1``; ``num_classes=None`` reads it from
+    dataset.json (pass it to read dataset.json once instead of once per case).
+
+    ``UserError`` naming the file: a missing file, a file that is not NIfTI, image and label
+    shapes that differ, label values that are not integers or outside the classes.
+    """
+    if num_classes is None:
+        num_classes = read_dataset_json(root)["num_classes"]
+    image_path, label_path = case_paths(root, case_id)
+    image_nii, label_nii = _load(image_path, "image"), _load(label_path, "label")
+    image = _to_3d(_voxels(image_nii, image_path), image_path, channel)
+    label = _voxels(label_nii, label_path)
+    if label.ndim > 3 and all(s == 1 for s in label.shape[3:]):
+        label = label.reshape(label.shape[:3])
+    if image.shape != label.shape:
+        raise UserError(f"{label_path}: label shape {label.shape} differs from image shape {image.shape} "
+                        f"of {image_path.name}")
+    values = np.unique(label)
+    if not np.issubdtype(values.dtype, np.integer):
+        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+            raise UserError(f"{label_path}: label values must be integers, found {values[:8].tolist()}")
+    bad = values[(values < 0) | (values >= num_classes)]
+    if bad.size:
+        raise UserError(f"{label_path}: label values {bad[:8].tolist()} are outside the {num_classes} declared "
+                        f"classes 0..{num_classes - 1} (see labels in {DATASET_JSON})")
+    return zscore(image, image_path), label.astype(np.uint8)
+
+
+def read_msd_spacing(root, case_id: str) -> tuple[float, float, float]:
+    """``(sx, sy, sz)`` voxel size in mm of the case's image, from the NIfTI header (pixdim)."""
+    image_path, _ = case_paths(root, case_id)
+    header = _load(image_path, "image").header
+    zooms = header.get_zooms()
+    if len(zooms) < 3:
+        raise UserError(f"{image_path}: expected a 3D volume, the header has {len(zooms)} dimensions")
+    to_mm = UNIT_TO_MM.get(header.get_xyzt_units()[0], 1.0)
+    return tuple(float(z) * to_mm for z in zooms[:3])
+
+
+def read_msd_shape(root, case_id: str) -> tuple[int, int, int]:
+    """The (X, Y, Z) image shape from the NIfTI header, without reading the voxels."""
+    image_path, _ = case_paths(root, case_id)
+    shape = _load(image_path, "image").shape
+    if len(shape) < 3:
+        raise UserError(f"{image_path}: expected a 3D volume, got shape {shape}")
+    return tuple(int(s) for s in shape[:3])
+
+
+class MSDDataset(Dataset):
+    """One sample per case, like ``LAHeart``: ``{"image", "label", "case"}`` after
+    ``transform(sample, rng)``; image float32 z-scored, label uint8, both (X, Y, Z)."""
+
+    def __init__(self, root, case_ids, transform=None, rng: np.random.Generator | None = None,
+                 num_classes: int | None = None, channel: int = 0):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise UserError(f"data folder not found: {self.root} (expected the MSD layout with {DATASET_JSON})")
+        self.case_ids = list(case_ids)
+        self.num_classes = num_classes if num_classes is not None else read_dataset_json(root)["num_classes"]
+        self.channel = channel
+        self.transform = transform
+        self.rng = rng if rng is not None else np.random.default_rng()
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        case_id = self.case_ids[index]
+        image, label = read_msd_case(self.root, case_id, self.num_classes, self.channel)
+        sample = {"image": image, "label": label, "case": case_id}
+        return self.transform(sample, self.rng) if self.transform else sample
