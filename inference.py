@@ -4,10 +4,18 @@ volume, then Dice, Jaccard, 95HD and ASD per foreground class.
     python inference.py --dataset_name LA --exp vnet --model MT --labelnum 16
 
 finds ``model/LA_vnet_16_labeled/MT/`` and its last ``iter_N.pth`` (or pass ``--checkpoint``,
-``--iteration N``, ``--use_best``), and writes ``metrics.csv``, ``summary.json`` and the
-console table to ``<run>/test/`` (or ``--out``). Empty predictions are never counted as
-perfect: their Dice and Jaccard are 0, their 95HD and ASD are NaN and left out of those
-means, and the summary says how many there were.
+``--iteration N``, ``--use_best``), and writes to ``<run>/test/`` (or ``--out``):
+
+    metrics.csv     one row per case and foreground class, with the seconds it took
+    summary.json    mean and std of each metric, the checkpoint, iteration and all flags
+    log.txt         the console output: one line per case, then the table
+    <ID>_pred.nii.gz, <ID>_img.nii.gz, <ID>_gt.nii.gz    with --save_pred
+    <ID>_overlay.png    with --save_png: fullest axial, coronal and sagittal slices, ground
+                        truth outlined in green, prediction in red (yellow where they agree)
+
+Empty predictions are never counted as perfect: their Dice and Jaccard are 0, their 95HD and
+ASD are NaN and left out of those means, and the summary says how many there were (the same
+for an empty ground truth).
 """
 import argparse
 import csv
@@ -23,7 +31,7 @@ from tqdm import tqdm
 
 from dataloaders.case_lists import read_case_list
 from dataloaders.datasets import dataset_defaults
-from dataloaders.la_heart import check_root, read_case
+from dataloaders.la_heart import case_path, check_root, read_case
 from networks.vnet import VNet
 from utils.checkpoint import load_checkpoint
 from utils.device import amp_dtype, runtime_versions, select_device
@@ -33,32 +41,65 @@ from utils.run_folder import run_folder_path
 from utils.sliding_window import sliding_window_predict
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
+# Voxel size written into the NIfTI affine when --spacing is not given (the UA-MT LA volumes
+# are crops of the 0.625 mm isotropic challenge scans, not resampled).
+VOXEL_SIZE_MM = {"LA": (0.625, 0.625, 0.625)}
+VNET_DIVISOR = 16  # four stride-2 halvings: each patch side must be a multiple of 16
+EMPTY_RULE = ("an empty prediction or ground truth gets Dice 0 and Jaccard 0 (kept in their means) "
+              "and 95HD/ASD NaN (left out of their means)")
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset_name", default="LA")
-    p.add_argument("--root_path", default=None, help="folder of case sub-folders (default: the dataset's)")
-    p.add_argument("--test_list", default=None, help="case IDs to evaluate (default: <root>/../test.list)")
-    p.add_argument("--exp", default="vnet")
-    p.add_argument("--model", default="MT")
-    p.add_argument("--labelnum", type=int, default=25)
-    p.add_argument("--checkpoint", default=None, help="a checkpoint file (instead of the run folder's)")
-    p.add_argument("--iteration", type=int, default=None, help="evaluate iter_N.pth")
-    p.add_argument("--use_best", action="store_true", help="evaluate best_model.pth (chosen on --val_list)")
-    p.add_argument("--teacher", action="store_true", help="evaluate the EMA teacher instead of the student")
-    p.add_argument("--patch_size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"))
-    p.add_argument("--stride_xy", type=int, default=18)
-    p.add_argument("--stride_z", type=int, default=4)
-    p.add_argument("--sw_batch", type=int, default=8, help="windows per forward pass")
-    p.add_argument("--amp", type=int, default=1, help="bf16/fp16 autocast on CUDA")
-    p.add_argument("--lcc", action="store_true", help="keep the largest connected component of each class")
-    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                   help="voxel size in mm for 95HD and ASD (default: voxel units, as published LA numbers)")
-    p.add_argument("--save_pred", action="store_true", help="write prediction, image and label as NIfTI")
-    p.add_argument("--out", default=None, help="output folder (default: <run folder>/test)")
-    p.add_argument("--gpu", default="0")
+    data = p.add_argument_group("data and run folder (the training scripts' flags)")
+    data.add_argument("--dataset_name", default="LA")
+    data.add_argument("--root_path", default=None, help="folder of case sub-folders (default: the dataset's)")
+    data.add_argument("--test_list", default=None, help="case IDs to evaluate (default: <root>/../test.list)")
+    data.add_argument("--exp", default="vnet")
+    data.add_argument("--model", default="MT")
+    data.add_argument("--labelnum", type=int, default=25)
+    ckpt = p.add_argument_group("checkpoint (default: the last iter_N.pth of the run folder)")
+    ckpt.add_argument("--checkpoint", default=None, help="a checkpoint file (instead of the run folder's)")
+    ckpt.add_argument("--iteration", type=int, default=None, help="evaluate the run folder's iter_N.pth")
+    ckpt.add_argument("--use_best", action="store_true", help="evaluate best_model.pth (chosen on --val_list)")
+    ckpt.add_argument("--teacher", action="store_true", help="evaluate the EMA teacher instead of the student")
+    sw = p.add_argument_group("sliding window")
+    sw.add_argument("--patch_size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                    help="window size in voxels (default: the dataset's training patch)")
+    sw.add_argument("--stride_xy", type=int, default=18, help="window step along X and Y, voxels")
+    sw.add_argument("--stride_z", type=int, default=4, help="window step along Z, voxels")
+    sw.add_argument("--sw_batch", type=int, default=8, help="windows per forward pass")
+    sw.add_argument("--amp", type=int, default=1, help="bf16/fp16 autocast on CUDA (0: fp32)")
+    sw.add_argument("--gpu", default="0")
+    out = p.add_argument_group("post-processing and outputs")
+    out.add_argument("--lcc", action="store_true",
+                     help="keep the largest connected component of each class (off by default)")
+    out.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                     help="voxel size in mm for 95HD and ASD (default: voxel units, as published LA numbers)")
+    out.add_argument("--save_pred", action="store_true", help="write prediction, image and label as NIfTI")
+    out.add_argument("--save_png", action="store_true", help="write an overlay picture of each case")
+    out.add_argument("--out", default=None, help="output folder (default: <run folder>/test)")
     return p.parse_args()
+
+
+def check_args(args, patch_size) -> None:
+    """Flags that cannot work, each reported as one line before anything is loaded."""
+    for name, size in zip("XYZ", patch_size):
+        if size < VNET_DIVISOR or size % VNET_DIVISOR:
+            raise UserError(f"--patch_size {' '.join(map(str, patch_size))}: each side must be a positive multiple "
+                            f"of {VNET_DIVISOR} for the VNet, got {size} along {name}")
+    for name, stride, size in (("--stride_xy", args.stride_xy, min(patch_size[:2])),
+                               ("--stride_z", args.stride_z, patch_size[2])):
+        if not 1 <= stride <= size:
+            raise UserError(f"{name} must be between 1 and the patch size {size}, got {stride}")
+    if args.sw_batch < 1:
+        raise UserError(f"--sw_batch must be at least 1, got {args.sw_batch}")
+    if args.spacing is not None and not all(math.isfinite(s) and s > 0 for s in args.spacing):
+        raise UserError(f"--spacing must be three positive numbers (mm), got {args.spacing}")
+    if args.checkpoint and (args.iteration is not None or args.use_best):
+        raise UserError("--checkpoint names the file itself; drop --iteration/--use_best")
+    if args.iteration is not None and args.use_best:
+        raise UserError("give either --iteration or --use_best, not both")
 
 
 def find_checkpoint(args) -> Path:
@@ -80,20 +121,26 @@ def find_checkpoint(args) -> Path:
 
 
 def load_network(checkpoint: dict, path: Path, teacher: bool, num_classes: int, device) -> torch.nn.Module:
+    """The VNet of ``checkpoint`` (student or teacher weights) in eval mode on ``device``."""
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{path} is not a checkpoint of this repository's training scripts")
     config = checkpoint.get("network")
     weights = checkpoint.get("teacher" if teacher else "student")
     if config is None or weights is None:
         what = "a teacher (trained with train_sup.py?)" if teacher and config else "network weights"
         raise UserError(f"{path} holds no {what}; pass a checkpoint written by this repository's training scripts")
-    if config["n_classes"] != num_classes:
-        raise UserError(f"{path} predicts {config['n_classes']} classes but the dataset has {num_classes}; "
+    if config.get("n_classes") != num_classes:
+        raise UserError(f"{path} predicts {config.get('n_classes')} classes but the dataset has {num_classes}; "
                         "pick the checkpoint trained on this dataset")
-    model = VNet(**config).to(device)
+    if config.get("n_channels") != 1:
+        raise UserError(f"{path} expects {config.get('n_channels')} input channels but the images have 1; "
+                        "pick the checkpoint trained on this dataset")
     try:
+        model = VNet(**config)
         model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise UserError(f"{path} does not match the network: {str(err).splitlines()[0]}") from None
-    return model.eval()
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise UserError(f"{path} does not match the network: {str(err).strip().splitlines()[0]}") from None
+    return model.to(device).eval()
 
 
 def summarize(rows: list[dict], num_classes: int) -> dict:
@@ -109,87 +156,156 @@ def summarize(rows: list[dict], num_classes: int) -> dict:
                              "std": float(finite.std()) if finite.size else math.nan, "cases": int(finite.size)}
         stats["empty_predictions"] = sum(r["empty_pred"] for r in class_rows)
         stats["empty_ground_truth"] = sum(r["empty_gt"] for r in class_rows)
+        stats["flagged_cases"] = [r["case"] for r in class_rows if r["empty_pred"] or r["empty_gt"]]
         summary[f"class_{c}"] = stats
     return summary
 
 
+def json_ready(value):
+    """NaN becomes null (JSON has no NaN); paths and other objects become strings."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
 def save_nifti(volume: np.ndarray, path: Path, spacing) -> None:
+    """One (X, Y, Z) volume as NIfTI, voxel size ``spacing`` (mm) on the affine's diagonal."""
     import nibabel as nib  # only needed for --save_pred
-    nib.save(nib.Nifti1Image(volume, np.diag([*(spacing or (1.0, 1.0, 1.0)), 1.0])), str(path))
+
+    image = nib.Nifti1Image(volume, np.diag([*spacing, 1.0]))
+    image.header.set_xyzt_units("mm")
+    nib.save(image, str(path))
+
+
+class Log:
+    """Lines on the console (through tqdm, so the progress bar stays intact) and in ``log.txt``."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "w")
+
+    def __call__(self, line: str = "") -> None:
+        tqdm.write(line)
+        self.file.write(line + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def table(summary: dict) -> list[str]:
+    """The console table: mean ± std of each metric per class and the empty-mask counts."""
+    lines = [f"{'class':>6} " + " ".join(f"{m:>15}" for m in METRICS) + "   empty pred/gt"]
+    for name, stats in summary["classes"].items():
+        cells = []
+        for m in METRICS:
+            factor = 100 if m in ("dice", "jaccard") else 1
+            cells.append(f"{stats[m]['mean'] * factor:7.2f} ± {stats[m]['std'] * factor:5.2f}")
+        lines.append(f"{name[6:]:>6} " + " ".join(f"{c:>15}" for c in cells)
+                     + f"   {stats['empty_predictions']}/{stats['empty_ground_truth']}")
+    lines.append(f"(Dice and Jaccard in %, 95HD and ASD in {summary['units']}, over {summary['cases']} cases; "
+                 f"lcc {'on' if summary['lcc'] else 'off'})")
+    empty = sum(s["empty_predictions"] + s["empty_ground_truth"] for s in summary["classes"].values())
+    if empty:
+        lines.append(f"empty masks: {EMPTY_RULE}; 95HD/ASD means over "
+                     + ", ".join(f"class {n[6:]}: {s['hd95']['cases']} of {summary['cases']}"
+                                 for n, s in summary["classes"].items()))
+    return lines
 
 
 @report_user_errors
 def main():
     args = parse_args()
     defaults = dataset_defaults(args.dataset_name)
-    root = check_root(args.root_path or defaults.root_path)
+    num_classes = defaults.num_classes
     patch_size = tuple(args.patch_size or defaults.patch_size)
-    for name, stride, size in (("--stride_xy", args.stride_xy, min(patch_size[:2])), ("--stride_z", args.stride_z, patch_size[2])):
-        if not 1 <= stride <= size:
-            raise UserError(f"{name} must be between 1 and the patch size {size}, got {stride}")
+    check_args(args, patch_size)
+    root = check_root(args.root_path or defaults.root_path)
     test_list = args.test_list or str(root.parent / "test.list")
     case_ids = read_case_list(test_list)
-    missing = [c for c in case_ids if not (root / c).is_dir()]
+    missing = [c for c in case_ids if not case_path(root, c).is_file()]
     if missing:
-        raise UserError(f"{len(missing)} case(s) of {test_list} are not in {root}: {', '.join(missing[:5])}")
+        raise UserError(f"{len(missing)} case(s) of {test_list} are not in {root}: {', '.join(missing[:5])}"
+                        f"{', ...' if len(missing) > 5 else ''}")
 
     device = select_device(args.gpu)
     path = find_checkpoint(args)
-    checkpoint = load_checkpoint(path, map_location=device)
-    model = load_network(checkpoint, path, args.teacher, defaults.num_classes, device)
-    num_classes = defaults.num_classes
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    model = load_network(checkpoint, path, args.teacher, num_classes, device)
+    iteration = checkpoint.get("iteration")
+    del checkpoint  # the optimizer state is not needed
     autocast = amp_dtype(device, bool(args.amp))
+    nifti_spacing = tuple(args.spacing or VOXEL_SIZE_MM.get(args.dataset_name, (1.0, 1.0, 1.0)))
     out = Path(args.out) if args.out else path.parent / "test"
     out.mkdir(parents=True, exist_ok=True)
-    print(f"evaluating {path} ({'teacher' if args.teacher else 'student'}, iteration {checkpoint.get('iteration')}) "
-          f"on {len(case_ids)} cases of {test_list}, device {device}")
+    log = Log(out / "log.txt")
+    log(f"evaluating {path} ({'teacher' if args.teacher else 'student'}, iteration {iteration}) on "
+        f"{len(case_ids)} cases of {test_list}; device {device}, "
+        f"{'autocast ' + str(autocast).replace('torch.', '') if autocast else 'fp32'}, patch {patch_size}, "
+        f"strides {args.stride_xy}/{args.stride_z}, lcc {'on' if args.lcc else 'off'}")
 
     rows = []
     for case_id in tqdm(case_ids, desc="cases", dynamic_ncols=True, disable=None):  # no bar when piped
         image, label = read_case(root, case_id)
         if label.max() >= num_classes:
             raise UserError(f"case {case_id}: label value {int(label.max())} is outside the {num_classes} classes "
-                            f"of {args.dataset_name}")
+                            f"0..{num_classes - 1} of {args.dataset_name}; check the data or --dataset_name")
         start = time.perf_counter()
         _, predicted = sliding_window_predict(model, image, patch_size, args.stride_xy, args.stride_z, num_classes,
                                               device, sw_batch=args.sw_batch, amp_dtype=autocast)
-        predicted = predicted.cpu().numpy().astype(np.uint8)
+        predicted = predicted.cpu().numpy().astype(np.uint8)  # waits for the device
         predict_seconds = time.perf_counter() - start
         if args.lcc:
             predicted = keep_largest_component_per_class(predicted, num_classes)
+        start_metrics = time.perf_counter()
         case_metrics = multiclass_metrics(predicted, label, num_classes, spacing=args.spacing)
+        metrics_seconds = time.perf_counter() - start_metrics
         seconds = time.perf_counter() - start
         for m in case_metrics:
-            rows.append({"case": case_id, **m, "predict_s": round(predict_seconds, 3), "total_s": round(seconds, 3)})
+            rows.append({"case": case_id, **m, "lcc": args.lcc, "predict_s": round(predict_seconds, 3),
+                         "metrics_s": round(metrics_seconds, 3), "total_s": round(seconds, 3)})
             if m["empty_pred"] or m["empty_gt"]:
-                tqdm.write(f"warning: case {case_id} class {m['class']}: "
-                           f"{'empty prediction' if m['empty_pred'] else 'empty ground truth'}")
-        tqdm.write(f"{case_id}: " + ", ".join(f"class {m['class']} Dice {m['dice']:.4f}" for m in case_metrics)
-                   + f" ({seconds:.2f} s)")
+                log(f"warning: case {case_id} class {m['class']}: "
+                    + " and ".join(w for w, e in (("empty prediction", m["empty_pred"]),
+                                                  ("empty ground truth", m["empty_gt"])) if e)
+                    + " (Dice 0, 95HD and ASD NaN)")
+        log(f"{case_id}: " + ", ".join(f"class {m['class']} Dice {m['dice']:.4f} 95HD {m['hd95']:.2f} "
+                                       f"ASD {m['asd']:.2f}" for m in case_metrics)
+            + f" ({predict_seconds:.2f} s windows + {metrics_seconds:.2f} s metrics)")
         if args.save_pred:
-            save_nifti(predicted, out / f"{case_id}_pred.nii.gz", args.spacing)
-            save_nifti(image, out / f"{case_id}_img.nii.gz", args.spacing)
-            save_nifti(label, out / f"{case_id}_gt.nii.gz", args.spacing)
+            save_nifti(predicted, out / f"{case_id}_pred.nii.gz", nifti_spacing)
+            save_nifti(image, out / f"{case_id}_img.nii.gz", nifti_spacing)
+            save_nifti(label, out / f"{case_id}_gt.nii.gz", nifti_spacing)
+        if args.save_png:
+            from utils.overlay import case_overlay, write_png
+            write_png(out / f"{case_id}_overlay.png", case_overlay(image, label, predicted, num_classes))
 
     with open(out / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    summary = {"checkpoint": str(path), "iteration": checkpoint.get("iteration"),
-               "model": "teacher" if args.teacher else "student", "lcc": args.lcc,
-               "units": "mm" if args.spacing else "voxels", "cases": len(case_ids),
-               "empty_masks": "Dice and Jaccard 0; 95HD and ASD NaN and left out of their means",
-               "classes": summarize(rows, num_classes), "flags": vars(args), "runtime": runtime_versions()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    case_rows = rows[::num_classes - 1]  # one row per case for the timings
+    summary = {"checkpoint": str(path), "iteration": iteration, "model": "teacher" if args.teacher else "student",
+               "lcc": args.lcc, "units": "mm" if args.spacing else "voxels", "cases": len(case_ids),
+               "patch_size": list(patch_size), "stride_xy": args.stride_xy, "stride_z": args.stride_z,
+               "autocast": str(autocast).replace("torch.", "") if autocast else None,
+               "empty_masks": EMPTY_RULE, "classes": summarize(rows, num_classes),
+               "seconds_per_case": {k: float(np.mean([r[k] for r in case_rows]))
+                                    for k in ("predict_s", "metrics_s", "total_s")},
+               "nifti_spacing_mm": list(nifti_spacing) if args.save_pred else None,
+               "flags": vars(args), "device": str(device), "runtime": runtime_versions()}
+    (out / "summary.json").write_text(json.dumps(json_ready(summary), indent=2))
 
-    print(f"\n{'class':>6} " + " ".join(f"{m:>15}" for m in METRICS) + "   empty pred/gt")
-    for name, stats in summary["classes"].items():
-        cells = [f"{stats[m]['mean'] * (100 if m in ('dice', 'jaccard') else 1):7.2f} ± "
-                 f"{stats[m]['std'] * (100 if m in ('dice', 'jaccard') else 1):5.2f}" for m in METRICS]
-        print(f"{name[6:]:>6} " + " ".join(f"{c:>15}" for c in cells)
-              + f"   {stats['empty_predictions']}/{stats['empty_ground_truth']}")
-    print(f"(Dice and Jaccard in %, 95HD and ASD in {summary['units']}; lcc {'on' if args.lcc else 'off'}) "
-          f"written to {out}")
+    log()
+    for line in table(summary):
+        log(line)
+    log(f"written to {out}")
+    log.close()
 
 
 if __name__ == "__main__":
