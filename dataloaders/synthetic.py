@@ -51,13 +51,15 @@ def make_case(rng: np.random.Generator, shape) -> tuple[np.ndarray, np.ndarray]:
     return image.astype(np.float32), label.astype(np.uint8)
 
 
-def generate_dataset(out_dir, num_train: int = 40, num_test: int = 10, seed: int = 0) -> Path:
-    """Write ``num_train + num_test`` cases and the list files; returns the volumes folder."""
+def generate_dataset(out_dir, num_train: int = 40, num_test: int = 10, seed: int = 0,
+                     size=(72, 64, 40)) -> Path:
+    """Write ``num_train + num_test`` cases of about ``size`` voxels (each axis within
+    +-12 %) and the list files; returns the volumes folder."""
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     ids = [f"synthetic_{i:03d}" for i in range(num_train + num_test)]
     for case_id in ids:
-        shape = (int(rng.integers(64, 81)), int(rng.integers(56, 73)), int(rng.integers(36, 45)))
+        shape = tuple(int(round(s * rng.uniform(0.88, 1.12))) for s in size)
         image, label = make_case(rng, shape)
         case_dir = out_dir / "volumes" / case_id
         case_dir.mkdir(parents=True, exist_ok=True)
@@ -75,8 +77,10 @@ def main():
     parser.add_argument("--num_train", type=int, default=40)
     parser.add_argument("--num_test", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, nargs=3, default=(72, 64, 40), metavar=("X", "Y", "Z"),
+                        help="typical volume size in voxels (LA volumes are about 200 150 88)")
     args = parser.parse_args()
-    volumes = generate_dataset(args.out, args.num_train, args.num_test, args.seed)
+    volumes = generate_dataset(args.out, args.num_train, args.num_test, args.seed, tuple(args.size))
     print(f"wrote {args.num_train + args.num_test} cases to {volumes}")
 
 
