@@ -81,12 +81,15 @@ def overlay_slice(grey: np.ndarray, gt: np.ndarray, pred: np.ndarray, num_classe
 
 def fullest_slices(label: np.ndarray, pred: np.ndarray) -> dict:
     """{axis: index} of the slice with the most foreground along each axis (X=0, Y=1, Z=2):
-    ground-truth foreground, or predicted foreground when the ground truth is empty."""
+    ground-truth foreground, or predicted foreground when the ground truth is empty; the middle
+    one of several equally full slices."""
     mask = label > 0 if np.any(label) else pred > 0
     indices = {}
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
-        indices[axis] = int(np.argmax(mask.sum(axis=other)))  # ties: the first
+        counts = mask.sum(axis=other)
+        fullest = np.flatnonzero(counts == counts.max())
+        indices[axis] = int(fullest[len(fullest) // 2])  # the middle one of equally full slices
     return indices
 
 

@@ -1,0 +1,371 @@
+"""inference.py end to end on a checkpoint trained for two iterations on synthetic data, its
+outputs (CSV, JSON, NIfTI, PNG), empty masks, bad input, and utils/overlay.py."""
+import csv
+import json
+import math
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import inference
+from conftest import REPO, TINY, script_env, run_script, write_case
+from dataloaders.la_heart import read_case
+from networks.vnet import VNet
+from utils.metrics import multiclass_metrics
+from utils.overlay import GT_COLOUR, PRED_COLOUR, case_overlay, encode_png, write_png
+
+WINDOWS = ["--patch_size", "32", "32", "16", "--stride_xy", "32", "--stride_z", "16"]  # few windows per case
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def run_folder(cwd) -> Path:
+    return Path(cwd) / "model" / "Synthetic_vnet_2_labeled" / "MT"
+
+
+@pytest.fixture(scope="module")
+def trained(syn, tmp_path_factory):
+    """A Mean Teacher run folder with iter_2.pth, trained from its own working directory."""
+    cwd = tmp_path_factory.mktemp("inference")
+    ok(run_script("train_mean_teacher.py", ["--dataset_name", "Synthetic", "--root_path", syn.root,
+                                            "--train_list", syn.train_list, *TINY, "--max_iterations", "2"], cwd))
+    assert (run_folder(cwd) / "iter_2.pth").is_file()
+    return cwd
+
+
+def crop_around_label(image, label, shape):
+    """A sub-volume of ``shape`` centred on the label's centre of mass (clipped to the volume)."""
+    centre = np.argwhere(label > 0).mean(0).astype(int)
+    sl = tuple(slice(max(0, min(c - s // 2, n - s)), max(0, min(c - s // 2, n - s)) + s)
+               for c, s, n in zip(centre, shape, label.shape))
+    return image[sl], label[sl]
+
+
+@pytest.fixture(scope="module")
+def small(syn, tmp_path_factory):
+    """Small cases (one or two 32 x 32 x 16 windows) for quick runs: two cut from the synthetic
+    test cases (one narrower than the patch, so padded), one with an empty label, one with a
+    label value 3 (outside the two classes); and case lists."""
+    out = tmp_path_factory.mktemp("small")
+    root = out / "volumes"
+    image, label = read_case(syn.root, syn.test_ids[0])
+    write_case(root, "fit", *crop_around_label(image, label, (32, 32, 16)))
+    write_case(root, "narrow", *crop_around_label(image, label, (28, 40, 16)))
+    empty_image, _ = crop_around_label(image, label, (32, 32, 16))
+    write_case(root, "empty_gt", empty_image, np.zeros(empty_image.shape, np.uint8))
+    bad = np.zeros((32, 32, 16), np.uint8)
+    bad[10:20, 10:20, 5:10] = 3
+    write_case(root, "bad_label", empty_image, bad)
+    lists = {}
+    for name, ids in {"good": ["fit", "narrow"], "with_empty": ["fit", "empty_gt"], "bad_label": ["bad_label"],
+                      "missing": ["fit", "ghost_1", "ghost_2"]}.items():
+        lists[name] = out / f"{name}.list"
+        lists[name].write_text("\n".join(ids) + "\n")
+    return root, lists
+
+
+def run_in_process(monkeypatch, capsys, cwd, args):
+    """inference.main() with ``args``; returns (exit code, stdout, stderr)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # select_device rewrites it; restored afterwards
+    monkeypatch.setattr(sys, "argv", ["inference.py", *map(str, args)])
+    try:
+        inference.main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def small_args(small, list_name="good"):
+    root, lists = small
+    return ["--dataset_name", "Synthetic", "--labelnum", "2", "--root_path", root, "--test_list", lists[list_name],
+            *WINDOWS]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------- #
+# PNG reading for the checks (our encoder writes filter type 0 only)
+# --------------------------------------------------------------------------- #
+def png_chunks(data: bytes):
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "PNG signature"
+    pos, chunks = 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, f"CRC of {kind}"
+        chunks.append((kind, body))
+        pos += 12 + length
+    assert chunks[0][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
+    return chunks
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    width, height = struct.unpack(">II", png_chunks(data)[0][1][:8])
+    return width, height
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    chunks = png_chunks(data)
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    assert depth == 8 and interlace == 0 and colour in (0, 2)
+    channels = 3 if colour == 2 else 1
+    raw = np.frombuffer(zlib.decompress(b"".join(b for k, b in chunks if k == b"IDAT")), np.uint8)
+    rows = raw.reshape(height, 1 + width * channels)
+    assert (rows[:, 0] == 0).all(), "filter type 0"
+    pixels = rows[:, 1:].reshape(height, width, channels)
+    return pixels[..., 0] if channels == 1 else pixels
+
+
+# --------------------------------------------------------------------------- #
+# end to end
+# --------------------------------------------------------------------------- #
+def test_end_to_end_with_nifti_and_png(trained, syn):
+    proc = ok(run_script("inference.py", ["--dataset_name", "Synthetic", "--labelnum", "2", "--root_path", syn.root,
+                                          "--test_list", syn.test_list, *WINDOWS, "--lcc", "--save_pred",
+                                          "--save_png"], trained))
+    out = run_folder(trained) / "test"
+    rows = read_csv(out / "metrics.csv")
+    assert [r["case"] for r in rows] == syn.test_ids and all(r["class"] == "1" for r in rows)
+    assert set(rows[0]) >= {"case", "class", "dice", "jaccard", "hd95", "asd", "empty_pred", "empty_gt", "lcc",
+                            "predict_s", "metrics_s", "total_s"}
+    assert all(r["lcc"] == "True" for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["checkpoint"].endswith("iter_2.pth") and summary["iteration"] == 2
+    assert summary["lcc"] is True and summary["flags"]["lcc"] is True and summary["model"] == "student"
+    assert summary["cases"] == 2 and summary["units"] == "voxels" and summary["stride_xy"] == 32
+    stats = summary["classes"]["class_1"]
+    for metric in inference.METRICS:
+        values = [float(r[metric]) for r in rows]
+        assert stats[metric]["mean"] == pytest.approx(np.mean(values))
+        assert stats[metric]["std"] == pytest.approx(np.std(values))
+    # the console: one line per case with its time, then the table, all in log.txt too
+    log = (out / "log.txt").read_text()
+    for case_id in syn.test_ids:
+        assert any(line.startswith(f"{case_id}: class 1 Dice") and "s windows" in line for line in log.splitlines())
+        assert f"{case_id}: class 1 Dice" in proc.stdout
+    assert "lcc on" in proc.stdout and "95HD" in proc.stdout
+
+    nib = pytest.importorskip("nibabel")
+    for row, case_id in zip(rows, syn.test_ids):
+        image, label = read_case(syn.root, case_id)
+        pred = nib.load(out / f"{case_id}_pred.nii.gz")
+        assert pred.shape == label.shape and np.allclose(np.diag(pred.affine), 1.0)
+        predicted = np.asarray(pred.dataobj)
+        assert set(np.unique(predicted)) <= {0, 1}
+        np.testing.assert_array_equal(np.asarray(nib.load(out / f"{case_id}_gt.nii.gz").dataobj), label)
+        np.testing.assert_array_equal(np.asarray(nib.load(out / f"{case_id}_img.nii.gz").dataobj), image)
+        (m,) = multiclass_metrics(predicted, label, 2)  # the CSV describes the saved prediction
+        assert float(row["dice"]) == pytest.approx(m["dice"])
+        png = (out / f"{case_id}_overlay.png").read_bytes()
+        width, height = png_size(png)
+        # axial (X across, Y down), coronal (X across, Z up), sagittal (Y across, Z up), 2x, 4-pixel gaps
+        x, y, z = label.shape
+        assert (width, height) == (2 * (x + x + y) + 8, 2 * max(y, z))
+        assert decode_png(png).shape == (height, width, 3)
+
+
+def test_teacher_iteration_and_lcc_off_are_recorded(trained, small, monkeypatch, capsys, tmp_path):
+    code, stdout, _ = run_in_process(monkeypatch, capsys, trained,
+                                     [*small_args(small), "--teacher", "--iteration", "2", "--out", tmp_path])
+    assert code == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["lcc"] is False and summary["model"] == "teacher" and summary["iteration"] == 2
+    assert summary["checkpoint"].endswith("iter_2.pth")
+    assert all(r["lcc"] == "False" for r in read_csv(tmp_path / "metrics.csv"))
+    assert "lcc off" in stdout
+    assert not list(tmp_path.glob("*.nii.gz")) and not list(tmp_path.glob("*.png"))
+
+
+def empty_checkpoint(trained, path):
+    """The trained checkpoint with an output layer that always says background."""
+    ckpt = torch.load(run_folder(trained) / "iter_2.pth", map_location="cpu", weights_only=False)
+    for key in ("student", "teacher"):
+        ckpt[key]["out_conv.weight"].zero_()
+        ckpt[key]["out_conv.bias"].copy_(torch.tensor([20.0, -20.0]))
+    torch.save(ckpt, path)
+    return path
+
+
+def test_empty_predictions_and_ground_truth_are_flagged(trained, small, monkeypatch, capsys, tmp_path):
+    ckpt = empty_checkpoint(trained, tmp_path / "empty.pth")
+    out = tmp_path / "out"
+    code, stdout, _ = run_in_process(monkeypatch, capsys, trained,
+                                     [*small_args(small, "with_empty"), "--checkpoint", ckpt, "--out", out])
+    assert code == 0
+    rows = read_csv(out / "metrics.csv")
+    for row in rows:
+        assert float(row["dice"]) == 0.0 and float(row["jaccard"]) == 0.0
+        assert math.isnan(float(row["hd95"])) and math.isnan(float(row["asd"]))
+        assert row["empty_pred"] == "True"
+    assert [r["empty_gt"] for r in rows] == ["False", "True"]
+    summary = json.loads((out / "summary.json").read_text())
+    stats = summary["classes"]["class_1"]
+    assert stats["empty_predictions"] == 2 and stats["empty_ground_truth"] == 1
+    assert stats["flagged_cases"] == ["fit", "empty_gt"]
+    assert stats["dice"] == {"mean": 0.0, "std": 0.0, "cases": 2}
+    assert stats["hd95"] == {"mean": None, "std": None, "cases": 0}  # NaN is written as null
+    assert "Dice 0" in summary["empty_masks"] and "left out" in summary["empty_masks"]
+    assert "warning: case fit class 1: empty prediction" in stdout
+    assert "warning: case empty_gt class 1: empty prediction and empty ground truth" in stdout
+    assert "empty masks:" in stdout and "0 of 2" in stdout
+
+
+def test_runs_without_nibabel_and_medpy(trained, small, monkeypatch, capsys, tmp_path):
+    """The GPU machine has neither: only --save_pred needs nibabel, nothing needs medpy."""
+    monkeypatch.setitem(sys.modules, "nibabel", None)  # any import of them now fails
+    monkeypatch.setitem(sys.modules, "medpy", None)
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small), "--save_png", "--out", tmp_path])
+    assert code == 0, err
+    assert (tmp_path / "fit_overlay.png").is_file() and (tmp_path / "narrow_overlay.png").is_file()
+    code = subprocess.run([sys.executable, "-c", "import sys, inference; "
+                           "sys.exit(any(m in sys.modules for m in ('nibabel', 'medpy')))"],
+                          cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=120).returncode
+    assert code == 0, "inference.py imports nibabel or medpy at start-up"
+
+
+def test_nifti_affine_has_the_spacing(trained, small, monkeypatch, capsys, tmp_path):
+    nib = pytest.importorskip("nibabel")
+    code, _, err = run_in_process(monkeypatch, capsys, trained,
+                                  [*small_args(small), "--save_pred", "--spacing", "0.5", "0.75", "2.0",
+                                   "--out", tmp_path])
+    assert code == 0, err
+    for name in ("fit_pred", "narrow_img", "narrow_gt"):
+        img = nib.load(tmp_path / f"{name}.nii.gz")
+        np.testing.assert_allclose(img.header.get_zooms(), (0.5, 0.75, 2.0))
+        np.testing.assert_allclose(np.diag(img.affine), (0.5, 0.75, 2.0, 1.0))
+    assert nib.load(tmp_path / "narrow_pred.nii.gz").shape == (28, 40, 16)  # padded, cropped back
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["units"] == "mm" and summary["nifti_spacing_mm"] == [0.5, 0.75, 2.0]
+
+
+# --------------------------------------------------------------------------- #
+# bad input: exit 2 and one line
+# --------------------------------------------------------------------------- #
+def checkpoint_with(trained, path, claim: dict, build: dict | None = None):
+    """The trained checkpoint, its network description updated with ``claim`` and its weights
+    those of a VNet built with ``build`` (default: the claimed description)."""
+    ckpt = torch.load(run_folder(trained) / "iter_2.pth", map_location="cpu", weights_only=False)
+    config = {**ckpt["network"], **claim}
+    ckpt["student"] = ckpt["teacher"] = VNet(**{**config, **(build or {})}).state_dict()
+    ckpt["network"] = config
+    torch.save(ckpt, path)
+    return path
+
+
+def text_file(path):
+    path.write_text("not a checkpoint")
+    return path
+
+
+BAD = {
+    "wrong classes": (lambda t, d: ["--checkpoint", checkpoint_with(t, d / "c3.pth", {"n_classes": 3})], "3 classes"),
+    "wrong channels": (lambda t, d: ["--checkpoint", checkpoint_with(t, d / "ch2.pth", {"n_channels": 2})], "2 input channels"),
+    "weights do not fit": (lambda t, d: ["--checkpoint", checkpoint_with(t, d / "f8.pth", {}, {"n_filters": 8})],
+                           "does not match the network"),
+    "missing checkpoint": (lambda t, d: ["--checkpoint", d / "nothing.pth"], "checkpoint not found"),
+    "missing iteration": (lambda t, d: ["--iteration", "99"], "iter_99.pth"),
+    "no best model": (lambda t, d: ["--use_best"], "best_model.pth"),
+    "no run folder": (lambda t, d: ["--exp", "nothere"], "run folder not found"),
+    "not a checkpoint": (lambda t, d: ["--checkpoint", text_file(d / "text.pth")],
+                         "cannot load checkpoint"),
+    "stride_xy 0": (lambda t, d: ["--stride_xy", "0"], "--stride_xy"),
+    "stride_xy above patch": (lambda t, d: ["--stride_xy", "33"], "--stride_xy"),
+    "stride_z above patch": (lambda t, d: ["--stride_z", "17"], "--stride_z"),
+    "patch not a multiple of 16": (lambda t, d: ["--patch_size", "32", "30", "16"], "multiple of 16"),
+    "sw_batch 0": (lambda t, d: ["--sw_batch", "0"], "--sw_batch"),
+    "iteration and best": (lambda t, d: ["--iteration", "2", "--use_best"], "not both"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line(case, trained, small, monkeypatch, capsys, tmp_path):
+    make_args, expected = BAD[case]
+    code, _, err = run_in_process(monkeypatch, capsys, trained,
+                                  [*small_args(small), *make_args(trained, tmp_path), "--out", tmp_path / "out"])
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
+
+
+@pytest.mark.parametrize("list_name, expected", [("missing", "2 case(s)"), ("bad_label", "label value 3")])
+def test_bad_data_is_one_line(list_name, expected, trained, small, monkeypatch, capsys, tmp_path):
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small, list_name), "--out", tmp_path])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
+    if list_name == "missing":
+        assert "ghost_1, ghost_2" in lines[0]
+
+
+def test_bad_input_in_a_subprocess_has_no_traceback(trained, small):
+    proc = run_script("inference.py", [*small_args(small), "--checkpoint", "no/such.pth"], trained)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: checkpoint not found: no/such.pth"]
+
+
+# --------------------------------------------------------------------------- #
+# summary helpers
+# --------------------------------------------------------------------------- #
+def test_summarize_and_json_ready():
+    rows = [{"case": "a", "class": 1, "dice": 0.8, "jaccard": 0.7, "hd95": 2.0, "asd": 1.0,
+             "empty_pred": False, "empty_gt": False},
+            {"case": "b", "class": 1, "dice": 0.0, "jaccard": 0.0, "hd95": math.nan, "asd": math.nan,
+             "empty_pred": True, "empty_gt": False}]
+    stats = inference.summarize(rows, 2)["class_1"]
+    assert stats["dice"] == {"mean": 0.4, "std": 0.4, "cases": 2}
+    assert stats["hd95"] == {"mean": 2.0, "std": 0.0, "cases": 1}
+    assert stats["empty_predictions"] == 1 and stats["flagged_cases"] == ["b"]
+    text = json.dumps(inference.json_ready({"x": [math.nan, 1.0], "p": Path("a/b"), "n": None}))
+    assert json.loads(text) == {"x": [None, 1.0], "p": "a/b", "n": None}
+
+
+# --------------------------------------------------------------------------- #
+# utils/overlay.py
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("shape", [(7, 5), (7, 5, 3), (1, 1), (3, 300, 3)])
+def test_png_round_trip(shape, tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    data = write_png(tmp_path / "p.png", pixels).read_bytes()
+    assert png_size(data) == (shape[1], shape[0])
+    np.testing.assert_array_equal(decode_png(data), pixels)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.float32), np.zeros((4, 4, 4), np.uint8), np.zeros((0, 3), np.uint8)])
+def test_png_rejects_what_it_cannot_encode(bad):
+    with pytest.raises(ValueError):
+        encode_png(bad)
+
+
+def test_case_overlay_draws_both_outlines():
+    shape = (30, 24, 12)
+    image = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    label = np.zeros(shape, np.uint8)
+    label[5:20, 4:16, 2:9] = 1
+    pred = np.zeros(shape, np.uint8)
+    pred[8:24, 6:18, 3:10] = 1
+    picture = case_overlay(image, label, pred, scale=1, gap=2)
+    assert picture.dtype == np.uint8 and picture.shape == (max(24, 12), 30 + 30 + 24 + 4, 3)
+    colours = {tuple(c) for c in picture.reshape(-1, 3)}
+    assert GT_COLOUR in colours and PRED_COLOUR in colours
+    # the axial panel is the slice with the most ground truth; its outline is on the label's border
+    axial = picture[:24, :30]  # Y down, X across, at z = 5 (the middle of the fullest, 2..8)
+    assert (axial[4, 5:20] == GT_COLOUR).all() and (axial[4:16, 5] == GT_COLOUR).all()
+    assert (axial[:4] != GT_COLOUR).any(axis=-1).all()
+    grey_only = case_overlay(image, np.zeros(shape, np.uint8), np.zeros(shape, np.uint8), scale=1)
+    assert (grey_only[..., 0] == grey_only[..., 1]).all()  # nothing drawn on empty masks
