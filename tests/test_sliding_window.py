@@ -1,12 +1,13 @@
 """utils/sliding_window.py: window placement and whole-volume prediction."""
 import itertools
+import math
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from utils.sliding_window import sliding_window_predict, window_grid, window_starts
+from utils.sliding_window import sliding_window_predict, window_counts, window_grid, window_starts
 
 CPU = torch.device("cpu")
 
@@ -145,3 +146,73 @@ def test_averaging_of_overlapping_windows():
         windows = [s for s in starts if s <= x < s + patch]
         expected = sum(x - s < patch // 2 for s in windows) / len(windows)
         np.testing.assert_allclose(probs[1, x].numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, patch, strides", [((40, 37, 20), (16, 16, 8), (8, 8, 4)),
+                                                   ((16, 33, 9), (16, 16, 8), (5, 5, 3)),
+                                                   ((31, 17, 8), (16, 16, 8), (16, 16, 8))])
+def test_window_counts_match_the_grid(shape, patch, strides):
+    """Every voxel is covered, and the separable count equals counting window by window."""
+    expected = np.zeros(shape, np.float32)
+    for corner in window_grid(shape, patch, strides):
+        expected[tuple(slice(c, c + p) for c, p in zip(corner, patch))] += 1
+    counts = window_counts(shape, patch, strides)
+    np.testing.assert_array_equal(counts, expected)
+    assert counts.min() >= 1
+
+
+def ua_mt_test_single_case(net, image, stride_xy, stride_z, patch_size, num_classes):
+    """The original UA-MT ``test_util.test_single_case`` (numpy accumulation, one window at a time)."""
+    w, h, d = image.shape
+    pads = [max(p - s, 0) for s, p in zip(image.shape, patch_size)]
+    if any(pads):
+        image = np.pad(image, [(p // 2, p - p // 2) for p in pads], mode="constant", constant_values=0)
+    ww, hh, dd = image.shape
+    sx = math.ceil((ww - patch_size[0]) / stride_xy) + 1
+    sy = math.ceil((hh - patch_size[1]) / stride_xy) + 1
+    sz = math.ceil((dd - patch_size[2]) / stride_z) + 1
+    score_map = np.zeros((num_classes,) + image.shape).astype(np.float32)
+    cnt = np.zeros(image.shape).astype(np.float32)
+    for x in range(sx):
+        xs = min(stride_xy * x, ww - patch_size[0])
+        for y in range(sy):
+            ys = min(stride_xy * y, hh - patch_size[1])
+            for z in range(sz):
+                zs = min(stride_z * z, dd - patch_size[2])
+                patch = image[xs:xs + patch_size[0], ys:ys + patch_size[1], zs:zs + patch_size[2]]
+                with torch.no_grad():
+                    y1 = net(torch.from_numpy(np.ascontiguousarray(patch)[None, None]).float())
+                y = torch.softmax(y1, dim=1).numpy()[0]
+                score_map[:, xs:xs + patch_size[0], ys:ys + patch_size[1], zs:zs + patch_size[2]] += y
+                cnt[xs:xs + patch_size[0], ys:ys + patch_size[1], zs:zs + patch_size[2]] += 1
+    score_map = score_map / np.expand_dims(cnt, axis=0)
+    label_map = np.argmax(score_map, axis=0)
+    if any(pads):
+        crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pads, (w, h, d)))
+        label_map, score_map = label_map[crop], score_map[(slice(None), *crop)]
+    return label_map, score_map
+
+
+class SmallConvNet(nn.Module):
+    """A window-position-dependent network (3x3x3 convs with zero padding), so that the
+    averaging over overlapping windows matters."""
+
+    def __init__(self, classes=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.Tanh(), nn.Conv3d(4, classes, 3, padding=1))
+
+    def forward(self, x):
+        return self.net(x) * 3
+
+
+@pytest.mark.parametrize("shape, strides", [((37, 30, 19), (7, 3)), ((12, 20, 6), (5, 2)), ((16, 16, 8), (4, 4))])
+def test_same_as_original_ua_mt(shape, strides):
+    model = SmallConvNet().eval()
+    image = volume(shape, seed=3)
+    probs, labels = sliding_window_predict(model, image, (16, 16, 8), *strides, 3, CPU, sw_batch=5)
+    ref_labels, ref_probs = ua_mt_test_single_case(model, image, *strides, (16, 16, 8), 3)
+    assert probs.shape == ref_probs.shape and labels.shape == ref_labels.shape == shape
+    np.testing.assert_allclose(probs.numpy(), ref_probs, rtol=1e-5, atol=1e-6)
+    clear = np.abs(np.diff(np.sort(ref_probs, axis=0)[-2:], axis=0))[0] > 1e-4
+    np.testing.assert_array_equal(labels.numpy()[clear], ref_labels[clear])
