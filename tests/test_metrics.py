@@ -150,8 +150,18 @@ def test_surface_distances_shapes_and_values():
                - mb.hd95(pred, gt, voxelspacing=ANISO)) <= TOL
 
 
+@pytest.fixture(params=["kd_tree", "distance_transform"])
+def strategy(request, monkeypatch):
+    """Force one way of measuring surface distances (they must agree)."""
+    import utils.metrics
+    cost = 0 if request.param == "kd_tree" else 10**12
+    monkeypatch.setattr(utils.metrics, "KD_QUERY_COST", cost)
+    monkeypatch.setattr(utils.metrics, "KD_BUILD_COST", cost)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_surface_distances_equal_distance_transform(seed):
+def test_surface_distances_equal_distance_transform(seed, strategy):
     """The KD-tree distances are medpy's distance-transform distances: bit for bit with unit or
     binary-fraction spacing, within a few ulp (ties between equally near voxels) otherwise."""
     shape = (30 + seed, 25 + 2 * seed, 20 + seed % 3)
@@ -165,6 +175,35 @@ def test_surface_distances_equal_distance_transform(seed):
         ref2 = ndimage.distance_transform_edt(~surf(a), sampling=spacing)[surf(b)]
         assert d1.shape == ref1.shape and d2.shape == ref2.shape
         assert np.abs(d1 - ref1).max() <= tol and np.abs(d2 - ref2).max() <= tol, spacing
+
+
+@pytest.mark.parametrize("spacing", [None, ANISO])
+def test_scattered_prediction_matches_medpy(spacing, strategy):
+    """A noisy prediction all over the volume (a large surface, where the automatic choice
+    takes the distance transform) against a compact ground truth, both ways forced."""
+    shape = (40, 36, 24)
+    gt = blob(shape, 41, sigma=4.0, frac=0.1)
+    noisy = blob(shape, 42, sigma=0.7, frac=0.4)
+    assert_same_as_medpy(noisy, gt, spacing)
+    assert_same_as_medpy(gt, noisy, spacing)
+
+
+def test_automatic_choice_of_distance_method(monkeypatch):
+    """Surfaces small against their bounding box go to the KD-tree, a scattered one to the
+    distance transform."""
+    import utils.metrics
+    calls = []
+    real_edt = ndimage.distance_transform_edt
+    monkeypatch.setattr(utils.metrics.ndimage, "distance_transform_edt",
+                        lambda *a, **k: calls.append("edt") or real_edt(*a, **k))
+    shape = (64, 64, 48)
+    gt = np.zeros(shape, bool)
+    gt[2:12, 3:13, 2:12] = True  # two small cubes far apart: small surfaces in a large box
+    gt[50:60, 48:58, 34:44] = True
+    binary_metrics(np.roll(gt, 2, axis=0), gt)
+    assert calls == []
+    binary_metrics(blob(shape, 43, sigma=0.7, frac=0.4), gt)
+    assert calls == ["edt"]  # scattered -> compact by the transform, compact -> scattered by the tree
 
 
 # --------------------------------------------------------------------------- #
