@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from dataloaders.check_data import check_cases
+from dataloaders.datasets import case_format
 from dataloaders.la_heart import LAHeart, check_patch_fits
 from dataloaders.samplers import EndlessBatchSampler, TwoStreamBatchSampler
 from dataloaders.transforms import (Compose, RandomCrop, RandomRotFlip, ToTensor, draw_crop_start,
@@ -43,9 +44,9 @@ class _Batches:
 
 class LoaderBatches(_Batches):
     def __init__(self, root, case_ids, batch_sampler: TwoStreamBatchSampler, patch_size, seed: int,
-                 device: torch.device, num_workers: int = 2, start_batch: int = 0):
+                 device: torch.device, num_workers: int = 2, start_batch: int = 0, read=None):
         transform = Compose([RandomRotFlip(), RandomCrop(patch_size), ToTensor()])
-        dataset = LAHeart(root, case_ids, transform=transform, seed=seed)
+        dataset = LAHeart(root, case_ids, transform=transform, seed=seed, read=read)
         self.device = device
         self.loader = DataLoader(dataset, batch_sampler=EndlessBatchSampler(batch_sampler, start_batch, seeded=True),
                                  num_workers=num_workers, pin_memory=device.type == "cuda",
@@ -97,7 +98,8 @@ def make_training_batches(root, labeled_ids, unlabeled_ids, batch_size: int, lab
                           start_batch: int = 0):
     """The training batch stream: ``labeled_bs`` labeled cases first, then unlabeled ones.
 
-    Every case is read and checked first (``check_cases``). With no unlabeled cases and
+    ``root`` is a folder of either layout (``case_format``). Every case is read and checked
+    first (``check_cases``). With no unlabeled cases and
     ``batch_size == labeled_bs`` the batches are labeled only. ``start_batch`` skips to
     that batch, for a resumed run.
     """
@@ -105,10 +107,11 @@ def make_training_batches(root, labeled_ids, unlabeled_ids, batch_size: int, lab
         raise UserError(f"{len(labeled_ids)} labeled case(s) cannot fill --labeled_bs {labeled_bs} places per batch; "
                         "raise --labelnum or lower --labeled_bs")
     case_ids = list(labeled_ids) + list(unlabeled_ids)
-    volumes = check_cases(root, case_ids, num_classes)
+    layout = case_format(root)
+    volumes = check_cases(root, case_ids, num_classes, layout.read, layout.case_file)
     check_patch_fits({c: v[0].shape for c, v in zip(case_ids, volumes)}, patch_size)
     sampler = TwoStreamBatchSampler(range(len(labeled_ids)), range(len(labeled_ids), len(case_ids)),
                                     batch_size, batch_size - labeled_bs, seed=seed)
     if on_device:
         return DeviceBatches(volumes, sampler, patch_size, seed, device, start_batch)
-    return LoaderBatches(root, case_ids, sampler, patch_size, seed, device, num_workers, start_batch)
+    return LoaderBatches(root, case_ids, sampler, patch_size, seed, device, num_workers, start_batch, layout.read)

@@ -17,9 +17,11 @@ class DataProblems(UserError):
         super().__init__(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
 
 
-def check_cases(root, case_ids, num_classes: int, read=read_case, threads: int = 8) -> list:
+def check_cases(root, case_ids, num_classes: int, read=None, case_file=None, threads: int = 8) -> list:
     """Read (in parallel threads: h5 decompression releases the GIL) and check every case;
-    returns their (image, label) in order, or raises ``DataProblems``."""
+    returns their (image, label) in order, or raises ``DataProblems``. ``read(root, case_id)``
+    and ``case_file(root, case_id)`` (named in messages) default to the LA h5 layout."""
+    read, case_file = read or read_case, case_file or case_path
     def attempt(case_id):
         try:
             return read(root, case_id)
@@ -34,7 +36,7 @@ def check_cases(root, case_ids, num_classes: int, read=read_case, threads: int =
             problems.append(f"case {case_id}: {result}")
             continue
         image, label = result
-        path = case_path(root, case_id)
+        path = case_file(root, case_id)
         non_finite = int(image.size - np.count_nonzero(np.isfinite(image)))
         if non_finite:
             problems.append(f"case {case_id}: {non_finite} image voxel(s) are NaN or infinite in {path}")

@@ -68,11 +68,14 @@ class LAHeart(Dataset):
 
     An item is a case index, augmented from this dataset's own ``rng``, or an
     ``(index, batch_number, position)`` triple from ``EndlessBatchSampler(seeded=True)``,
-    augmented from ``sample_rng(seed, batch_number, position)``.
+    augmented from ``sample_rng(seed, batch_number, position)``. ``read(root, case_id)``
+    reads a case (default: this h5 layout; ``dataloaders.datasets.case_format`` gives the
+    reader of an MSD folder).
     """
 
-    def __init__(self, root, case_ids, transform=None, seed: int = 0):
+    def __init__(self, root, case_ids, transform=None, seed: int = 0, read=None):
         self.root = check_root(root)
+        self.read = read or read_case
         self.case_ids = list(case_ids)
         self.transform = transform
         self.seed = seed
@@ -87,6 +90,6 @@ class LAHeart(Dataset):
             rng = sample_rng(self.seed, batch_number, position)
         else:
             index, rng = item, self.rng
-        image, label = read_case(self.root, self.case_ids[index])
+        image, label = self.read(self.root, self.case_ids[index])
         sample = {"image": image, "label": label, "case": self.case_ids[index]}
         return self.transform(sample, rng) if self.transform else sample

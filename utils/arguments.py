@@ -2,7 +2,7 @@
 import argparse
 from pathlib import Path
 
-from dataloaders.datasets import DATASETS, dataset_defaults, ensure_synthetic
+from dataloaders.datasets import DATASETS, case_format, dataset_defaults, ensure_synthetic
 from utils.errors import UserError
 
 
@@ -63,13 +63,14 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
         ensure_synthetic(defaults.root_path)  # generated on first use, only where it is expected
     args.root_path = args.root_path or defaults.root_path
     args.patch_size = tuple(args.patch_size or defaults.patch_size)
-    args.num_classes = defaults.num_classes
     root = Path(args.root_path).resolve()
     args.root_path = str(root)
     if not root.is_dir():
         raise UserError(f"data folder not found: {root} (pass --root_path; README.md says how to get the "
                         f"{args.dataset_name} data, or try --dataset_name Synthetic)")
-    args.train_list = str(Path(args.train_list).resolve()) if args.train_list else str(root.parent / "train.list")
+    layout = case_format(root)
+    args.data_format, args.num_classes = layout.name, layout.num_classes
+    args.train_list = str(Path(args.train_list).resolve()) if args.train_list else str(layout.lists_dir / "train.list")
     args.val_list = str(Path(args.val_list).resolve()) if args.val_list else None
     bad_patch = [p for p in args.patch_size if p < 16 or p % 16]
     if bad_patch:

@@ -10,6 +10,7 @@ from torch import nn
 
 from dataloaders.case_lists import read_case_list
 from dataloaders.check_data import check_cases, data_report
+from dataloaders.datasets import case_format
 from networks.vnet import VNet
 from utils.checkpoint import load_checkpoint
 from utils.device import (amp_dtype, random_states, restore_random_states, runtime_versions, seed_everything,
@@ -62,15 +63,19 @@ def make_validator(args: argparse.Namespace, device: torch.device):
     """The validator for ``--val_list`` (its cases checked first), or None."""
     if not args.val_list:
         return None
-    volumes = check_cases(args.root_path, read_case_list(args.val_list), args.num_classes)
+    layout = case_format(args.root_path)
+    volumes = check_cases(args.root_path, read_case_list(args.val_list), args.num_classes, layout.read,
+                          layout.case_file)
     return Validator(volumes, args.patch_size, args.num_classes, device)
 
 
 def print_data_report(args: argparse.Namespace) -> None:
     """``--check_data``: check the training and validation cases and print a short report."""
+    layout = case_format(args.root_path)
     for name in ("train_list", "val_list"):
         if getattr(args, name):
-            volumes = check_cases(args.root_path, read_case_list(getattr(args, name)), args.num_classes)
+            volumes = check_cases(args.root_path, read_case_list(getattr(args, name)), args.num_classes,
+                                  layout.read, layout.case_file)
             print(f"{getattr(args, name)}: all cases load and agree\n" + data_report(volumes, args.num_classes))
 
 
