@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from dataloaders.case_lists import read_case_list
 from utils.errors import UserError
@@ -215,28 +214,3 @@ def read_msd_shape(root, case_id: str) -> tuple[int, int, int]:
     if len(shape) < 3:
         raise UserError(f"{image_path}: expected a 3D volume, got shape {shape}")
     return tuple(int(s) for s in shape[:3])
-
-
-class MSDDataset(Dataset):
-    """One sample per case, like ``LAHeart``: ``{"image", "label", "case"}`` after
-    ``transform(sample, rng)``; image float32 z-scored, label uint8, both (X, Y, Z)."""
-
-    def __init__(self, root, case_ids, transform=None, rng: np.random.Generator | None = None,
-                 num_classes: int | None = None, channel: int = 0):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise UserError(f"data folder not found: {self.root} (expected the MSD layout with {DATASET_JSON})")
-        self.case_ids = list(case_ids)
-        self.num_classes = num_classes if num_classes is not None else read_dataset_json(root)["num_classes"]
-        self.channel = channel
-        self.transform = transform
-        self.rng = rng if rng is not None else np.random.default_rng()
-
-    def __len__(self) -> int:
-        return len(self.case_ids)
-
-    def __getitem__(self, index: int) -> dict:
-        case_id = self.case_ids[index]
-        image, label = read_msd_case(self.root, case_id, self.num_classes, self.channel)
-        sample = {"image": image, "label": label, "case": case_id}
-        return self.transform(sample, self.rng) if self.transform else sample

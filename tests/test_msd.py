@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from dataloaders.case_lists import read_case_list
-from dataloaders.msd import (MSDDataset, case_paths, list_case_ids, read_dataset_json, read_msd_case,
+from dataloaders.datasets import case_format
+from dataloaders.la_heart import LAHeart
+from dataloaders.msd import (case_paths, list_case_ids, read_dataset_json, read_msd_case,
                              read_msd_shape, read_msd_spacing)
 from utils.errors import UserError
 
@@ -159,13 +161,15 @@ def test_spacing_and_shape(msd):
     assert read_msd_shape(msd, "tiny_002") == (9, 11, 7)
 
 
-def test_dataset_class(msd):
-    dataset = MSDDataset(msd, ["tiny_002", "tiny_001"])
-    assert len(dataset) == 2 and dataset.num_classes == 3
+def test_msd_folder_trains_through_the_generic_dataset(msd):
+    """An MSD folder is read by the same dataset class as LA, with the reader case_format gives."""
+    layout = case_format(msd)
+    assert layout.name == "msd" and layout.num_classes == 3 and layout.lists_dir == msd
+    dataset = LAHeart(msd, ["tiny_002", "tiny_001"], read=layout.read)
     sample = dataset[1]
     assert sample["case"] == "tiny_001" and sample["image"].shape == sample["label"].shape == (12, 10, 8)
     seen = []
-    dataset = MSDDataset(msd, ["tiny_001"], transform=lambda s, rng: seen.append(rng) or s, num_classes=3)
+    dataset = LAHeart(msd, ["tiny_001"], transform=lambda s, rng: seen.append(rng) or s, read=layout.read)
     dataset[0]
     assert seen == [dataset.rng]
 
