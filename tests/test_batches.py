@@ -1,25 +1,43 @@
-"""dataloaders/batches.py: the DataLoader path and the on-device path give the same batches."""
+"""dataloaders/batches.py: the DataLoader path and the on-device path give the same batches,
+whatever the number of workers, and a stream started at batch k continues the full one."""
 import itertools
-from types import SimpleNamespace
+import random
 
 import numpy as np
 import pytest
 import torch
 
-import dataloaders.batches as batches_module
 from conftest import decode_image, write_case
-from dataloaders.batches import DeviceBatches, LoaderBatches, make_training_batches, read_volumes, seed_worker
+from dataloaders.batches import DeviceBatches, LoaderBatches, make_training_batches
+from dataloaders.check_data import DataProblems
 from dataloaders.la_heart import LAHeart, check_patch_fits, read_case, read_shape
 from dataloaders.samplers import TwoStreamBatchSampler
+from dataloaders.transforms import Compose, RandomCrop, RandomRotFlip, ToTensor, sample_rng
 from utils.errors import UserError
 
 CPU = torch.device("cpu")
 PATCH = (32, 32, 16)
+NUM_CLASSES = 3  # the tiny cases' labels are 1 and 2
 
 
 def two_stream(ids, labeled, batch_size, labeled_bs, seed):
     return TwoStreamBatchSampler(range(labeled), range(labeled, len(ids)), batch_size, batch_size - labeled_bs,
-                                 rng=np.random.default_rng([seed, 0]))
+                                 seed=seed)
+
+
+def volumes_of(root, ids):
+    return [read_case(root, case_id) for case_id in ids]
+
+
+def take(stream, count):
+    return [next(stream) for _ in range(count)]
+
+
+def assert_same_batches(a, b):
+    assert len(a) == len(b)
+    for n, ((ai, al), (bi, bl)) in enumerate(zip(a, b)):
+        assert torch.equal(ai, bi), f"image of batch {n}"
+        assert torch.equal(al, bl), f"label of batch {n}"
 
 
 def check_aligned(image, label, case_numbers=None):
@@ -71,12 +89,12 @@ def test_check_patch_fits():
         check_patch_fits(shapes, (16, 16, 32))
 
 
-def test_loader_and_device_batches_identical(tiny_cases):
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_loader_and_device_batches_identical(tiny_cases, num_workers):
     ids, seed = tiny_cases.ids, 5
-    loader = LoaderBatches(tiny_cases.root, ids, two_stream(ids, 2, 3, 2, seed), PATCH,
-                           np.random.default_rng([seed, 1]), CPU, num_workers=0, seed=seed)
-    device = DeviceBatches(read_volumes(tiny_cases.root, ids), two_stream(ids, 2, 3, 2, seed), PATCH,
-                           np.random.default_rng([seed, 1]), CPU)
+    loader = LoaderBatches(tiny_cases.root, ids, two_stream(ids, 2, 3, 2, seed), PATCH, seed, CPU,
+                           num_workers=num_workers)
+    device = DeviceBatches(volumes_of(tiny_cases.root, ids), two_stream(ids, 2, 3, 2, seed), PATCH, seed, CPU)
     padded_seen = False
     for _ in range(10):  # 2 labeled, 2 per batch: one batch per epoch, so this crosses epochs
         (li, ll), (di, dl) = next(loader), next(device)
@@ -91,11 +109,48 @@ def test_loader_and_device_batches_identical(tiny_cases):
     assert padded_seen, "case_d (20 voxels along x) must have been padded at least once"
 
 
+def test_batches_follow_the_sampler_and_sample_rng(tiny_cases):
+    """Batch n holds the sampler's cases of batch n, each augmented from sample_rng(seed, n, position)."""
+    ids, seed = tiny_cases.ids, 8
+    sampler = two_stream(ids, 2, 4, 2, seed)
+    stream = DeviceBatches(volumes_of(tiny_cases.root, ids), two_stream(ids, 2, 4, 2, seed), PATCH, seed, CPU)
+    transform = Compose([RandomRotFlip(), RandomCrop(PATCH), ToTensor()])
+    for n, (image, label) in enumerate(take(stream, 4)):
+        for position, index in enumerate(sampler.batch(n)):
+            image_np, label_np = read_case(tiny_cases.root, ids[index])
+            expected = transform({"image": image_np, "label": label_np}, sample_rng(seed, n, position))
+            assert torch.equal(image[position], expected["image"]), (n, position)
+            assert torch.equal(label[position], expected["label"]), (n, position)
+
+
+def test_laheart_seeded_item_uses_sample_rng(tiny_cases):
+    transform = Compose([RandomRotFlip(), RandomCrop(PATCH), ToTensor()])
+    dataset = LAHeart(tiny_cases.root, tiny_cases.ids, transform=transform, seed=4)
+    image, label = read_case(tiny_cases.root, tiny_cases.ids[2])
+    for n, position in [(0, 0), (0, 1), (7, 0), (7, 3)]:
+        got = dataset[(2, n, position)]
+        expected = transform({"image": image, "label": label}, sample_rng(4, n, position))
+        assert torch.equal(got["image"], expected["image"]) and torch.equal(got["label"], expected["label"])
+        assert got["case"] == tiny_cases.ids[2]
+        again = dataset[(2, n, position)]  # the same item twice: the same augmentation, no hidden state
+        assert torch.equal(again["image"], got["image"])
+    assert not torch.equal(dataset[(2, 0, 0)]["image"], dataset[(2, 0, 1)]["image"])
+    assert not torch.equal(dataset[(2, 0, 0)]["image"], dataset[(2, 1, 0)]["image"])
+    other = LAHeart(tiny_cases.root, tiny_cases.ids, transform=transform, seed=5)
+    assert not torch.equal(other[(2, 0, 0)]["image"], dataset[(2, 0, 0)]["image"])
+
+
+def test_sample_rng_streams_are_distinct():
+    firsts = {sample_rng(seed, n, p).integers(0, 2**62) for seed in (0, 1) for n in range(20) for p in range(4)}
+    assert len(firsts) == 2 * 20 * 4
+    assert sample_rng(3, 4, 1).integers(0, 2**62) == sample_rng(3, 4, 1).integers(0, 2**62)
+
+
 @pytest.mark.parametrize("labeled_bs,batch_size,n_unlabeled", [(2, 4, 2), (2, 2, 0)])
 def test_make_training_batches_paths_identical(tiny_cases, labeled_bs, batch_size, n_unlabeled):
     labeled, unlabeled = tiny_cases.ids[:2], tiny_cases.ids[2:2 + n_unlabeled]
-    streams = [make_training_batches(tiny_cases.root, labeled, unlabeled, batch_size, labeled_bs, PATCH, seed=3,
-                                     device=CPU, on_device=on_device, num_workers=0)
+    streams = [make_training_batches(tiny_cases.root, labeled, unlabeled, batch_size, labeled_bs, PATCH, NUM_CLASSES,
+                                     seed=3, device=CPU, on_device=on_device, num_workers=0)
                for on_device in (False, True)]
     assert isinstance(streams[0], LoaderBatches) and isinstance(streams[1], DeviceBatches)
     allowed = [[0, 1]] * labeled_bs + [[2, 3]] * (batch_size - labeled_bs)
@@ -105,10 +160,36 @@ def test_make_training_batches_paths_identical(tiny_cases, labeled_bs, batch_siz
         check_aligned(*a, case_numbers=allowed)
 
 
+def test_batches_do_not_depend_on_the_number_of_workers(tiny_cases):
+    """Each sample's augmentation comes from (seed, batch, position), not from a worker's stream."""
+    labeled, unlabeled = tiny_cases.ids[:2], tiny_cases.ids[2:]
+    reference = take(make_training_batches(tiny_cases.root, labeled, unlabeled, 4, 2, PATCH, NUM_CLASSES, seed=12,
+                                           device=CPU, on_device=True), 7)
+    for num_workers in (0, 1, 2):
+        stream = make_training_batches(tiny_cases.root, labeled, unlabeled, 4, 2, PATCH, NUM_CLASSES, seed=12,
+                                       device=CPU, on_device=False, num_workers=num_workers)
+        assert_same_batches(take(stream, 7), reference)
+
+
+@pytest.mark.parametrize("on_device,num_workers", [(True, 0), (False, 0), (False, 2)])
+@pytest.mark.parametrize("start", [1, 4])
+def test_start_batch_continues_the_stream(tiny_cases, on_device, num_workers, start):
+    """A resumed run (start_batch k) gets batches k, k+1, ... of the uninterrupted run."""
+    labeled, unlabeled = tiny_cases.ids[:2], tiny_cases.ids[2:]
+
+    def stream(start_batch):
+        return make_training_batches(tiny_cases.root, labeled, unlabeled, 4, 2, PATCH, NUM_CLASSES, seed=2,
+                                     device=CPU, on_device=on_device, num_workers=num_workers,
+                                     start_batch=start_batch)
+
+    full = take(stream(0), start + 3)
+    assert_same_batches(take(stream(start), 3), full[start:])
+
+
 def test_make_training_batches_seed_matters(tiny_cases):
     def first(seed):
         return next(make_training_batches(tiny_cases.root, tiny_cases.ids[:2], tiny_cases.ids[2:], 4, 2, PATCH,
-                                          seed=seed, device=CPU, on_device=True))[0]
+                                          NUM_CLASSES, seed=seed, device=CPU, on_device=True))[0]
 
     assert torch.equal(first(1), first(1))
     assert not torch.equal(first(1), first(2))
@@ -117,64 +198,75 @@ def test_make_training_batches_seed_matters(tiny_cases):
 @pytest.mark.parametrize("patch", [(48, 32, 16), (32, 48, 16), (32, 32, 32)])
 def test_make_training_batches_patch_too_large(tiny_cases, patch):
     with pytest.raises(UserError, match="larger than every volume"):
-        make_training_batches(tiny_cases.root, tiny_cases.ids[:2], tiny_cases.ids[2:], 4, 2, patch, seed=0,
-                              device=CPU, on_device=True)
+        make_training_batches(tiny_cases.root, tiny_cases.ids[:2], tiny_cases.ids[2:], 4, 2, patch, NUM_CLASSES,
+                              seed=0, device=CPU, on_device=True)
 
 
 def test_make_training_batches_missing_case(tiny_cases):
     with pytest.raises(UserError, match="'ghost'"):
-        make_training_batches(tiny_cases.root, tiny_cases.ids[:2], ["ghost"], 4, 2, PATCH, seed=0,
+        make_training_batches(tiny_cases.root, tiny_cases.ids[:2], ["ghost"], 4, 2, PATCH, NUM_CLASSES, seed=0,
                               device=CPU, on_device=False, num_workers=0)
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_make_training_batches_checks_every_case_first(tiny_cases, on_device):
+    """All problems at once, one line each, before any worker starts: a missing case and labels
+    outside the classes (the tiny cases hold 1 and 2, so with 2 classes every case fails)."""
+    with pytest.raises(DataProblems) as info:
+        make_training_batches(tiny_cases.root, tiny_cases.ids[:2], ["ghost", *tiny_cases.ids[2:]], 4, 2, PATCH, 2,
+                              seed=0, device=CPU, on_device=on_device, num_workers=2)
+    problems = info.value.problems
+    assert len(problems) == 5, problems
+    assert problems[2].startswith("case ghost:")
+    for case_id, problem in zip([*tiny_cases.ids[:2], *tiny_cases.ids[2:]], problems[:2] + problems[3:]):
+        assert problem.startswith(f"case {case_id}:") and "label value(s) 2" in problem, problem
+    assert str(info.value).splitlines()[0] == "5 problem(s) in the data:"
 
 
 def test_two_workers_aligned_and_not_identical(tiny_cases):
     """Every batch is case_a alone, so two workers with the same augmentation stream would
-    give batch 2k == batch 2k+1."""
+    give batch 2k == batch 2k+1; and the batches are those of the main process."""
     ids = ["case_a"]
-    sampler = TwoStreamBatchSampler([0], [], 1, 0, rng=np.random.default_rng(0))
-    loader = LoaderBatches(tiny_cases.root, ids, sampler, PATCH, np.random.default_rng(1), CPU,
-                           num_workers=2, seed=7)
-    got = [next(loader) for _ in range(12)]
+    two = LoaderBatches(tiny_cases.root, ids, TwoStreamBatchSampler([0], [], 1, 0, seed=0), PATCH, 7, CPU,
+                        num_workers=2)
+    got = take(two, 12)
     for image, label in got:
         assert image.shape == (1, 1, *PATCH) and label.shape == (1, *PATCH)
         check_aligned(image, label, case_numbers=[[0]])
     equal_pairs = sum(torch.equal(got[2 * k][0], got[2 * k + 1][0]) for k in range(6))
     assert equal_pairs <= 1
     assert len({g[0].numpy().tobytes() for g in got}) >= 8
+    zero = LoaderBatches(tiny_cases.root, ids, TwoStreamBatchSampler([0], [], 1, 0, seed=0), PATCH, 7, CPU,
+                         num_workers=0)
+    assert_same_batches(take(zero, 12), got)
 
 
-def test_loader_batches_leave_torch_global_rng_alone(tiny_cases):
+def global_streams():
+    return torch.rand(3), np.random.random_sample(3), random.random()
+
+
+def seed_globals():
     torch.manual_seed(0)
-    expected = torch.rand(3)
-    torch.manual_seed(0)
-    make_training_batches(tiny_cases.root, tiny_cases.ids[:2], tiny_cases.ids[2:], 4, 2, PATCH, seed=0,
-                          device=CPU, on_device=False, num_workers=0)
-    assert torch.equal(torch.rand(3), expected)
+    np.random.seed(0)
+    random.seed(0)
 
 
-def test_device_batches_leave_torch_global_rng_alone(tiny_cases):
-    torch.manual_seed(0)
-    expected = torch.rand(3)
-    torch.manual_seed(0)
-    stream = make_training_batches(tiny_cases.root, tiny_cases.ids[:2], tiny_cases.ids[2:], 4, 2, PATCH, seed=0,
-                                   device=CPU, on_device=True)
-    next(stream)
-    assert torch.equal(torch.rand(3), expected)
-
-
-def test_worker_streams_distinct_from_sampler_and_augment_streams(tiny_cases, monkeypatch):
-    seed = 11
+@pytest.mark.parametrize("on_device,num_workers", [(True, 0), (False, 0), (False, 2)])
+def test_batches_leave_global_rngs_alone(tiny_cases, on_device, num_workers):
+    seed_globals()
+    expected = global_streams()
+    seed_globals()
     stream = make_training_batches(tiny_cases.root, tiny_cases.ids[:2], tiny_cases.ids[2:], 4, 2, PATCH,
-                                   seed=seed, device=CPU, on_device=False, num_workers=0)
-    sampler_rng = stream.loader.batch_sampler.batch_sampler.rng
-    augment_rng = stream.loader.dataset.rng
-    fresh = lambda rng: rng.bit_generator.state["state"]["state"]  # noqa: E731
-    own = {fresh(sampler_rng), fresh(augment_rng)}
-    for worker_id in range(2):
-        dataset = SimpleNamespace(rng=None)
-        monkeypatch.setattr(batches_module, "get_worker_info", lambda: SimpleNamespace(dataset=dataset))
-        seed_worker(worker_id, seed)
-        assert fresh(dataset.rng) not in own, f"worker {worker_id}"
-        own.add(fresh(dataset.rng))
-
-
+                                   NUM_CLASSES, seed=0, device=CPU, on_device=on_device, num_workers=num_workers)
+    first = take(stream, 2)
+    got = global_streams()
+    assert torch.equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+    assert got[2] == expected[2]
+    # ... and do not depend on them either
+    torch.manual_seed(99)
+    np.random.seed(99)
+    random.seed(99)
+    again = make_training_batches(tiny_cases.root, tiny_cases.ids[:2], tiny_cases.ids[2:], 4, 2, PATCH,
+                                  NUM_CLASSES, seed=0, device=CPU, on_device=on_device, num_workers=num_workers)
+    assert_same_batches(take(again, 2), first)
