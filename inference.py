@@ -30,8 +30,8 @@ import torch
 from tqdm import tqdm
 
 from dataloaders.case_lists import read_case_list
-from dataloaders.datasets import dataset_defaults
-from dataloaders.la_heart import case_path, check_root, read_case
+from dataloaders.datasets import case_format, dataset_defaults
+from dataloaders.la_heart import check_root
 from networks.vnet import VNet
 from utils.checkpoint import load_checkpoint
 from utils.device import amp_dtype, runtime_versions, select_device
@@ -53,8 +53,10 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = p.add_argument_group("data and run folder (the training scripts' flags)")
     data.add_argument("--dataset_name", default="LA")
-    data.add_argument("--root_path", default=None, help="folder of case sub-folders (default: the dataset's)")
-    data.add_argument("--test_list", default=None, help="case IDs to evaluate (default: <root>/../test.list)")
+    data.add_argument("--root_path", default=None,
+                      help="folder of case sub-folders (h5), or an MSD folder with dataset.json (default: the dataset's)")
+    data.add_argument("--test_list", default=None,
+                      help="case IDs to evaluate (default: test.list beside the case folders, or in the MSD folder)")
     data.add_argument("--exp", default="vnet")
     data.add_argument("--model", default="MT")
     data.add_argument("--labelnum", type=int, default=25)
@@ -66,8 +68,8 @@ def parse_args():
     sw = p.add_argument_group("sliding window")
     sw.add_argument("--patch_size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                     help="window size in voxels (default: the dataset's training patch)")
-    sw.add_argument("--stride_xy", type=int, default=18, help="window step along X and Y, voxels")
-    sw.add_argument("--stride_z", type=int, default=4, help="window step along Z, voxels")
+    sw.add_argument("--stride_xy", type=int, default=None, help="window step along X and Y, voxels (LA: 18)")
+    sw.add_argument("--stride_z", type=int, default=None, help="window step along Z, voxels (LA: 4)")
     sw.add_argument("--sw_batch", type=int, default=8, help="windows per forward pass")
     sw.add_argument("--amp", type=int, default=1, help="bf16/fp16 autocast on CUDA (0: fp32)")
     sw.add_argument("--gpu", default="0")
@@ -75,7 +77,8 @@ def parse_args():
     out.add_argument("--lcc", action="store_true",
                      help="keep the largest connected component of each class (off by default)")
     out.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                     help="voxel size in mm for 95HD and ASD (default: voxel units, as published LA numbers)")
+                     help="voxel size in mm for 95HD and ASD (default: voxel units, as published LA numbers) "
+                          "and the NIfTI files")
     out.add_argument("--save_pred", action="store_true", help="write prediction, image and label as NIfTI")
     out.add_argument("--save_png", action="store_true", help="write an overlay picture of each case")
     out.add_argument("--out", default=None, help="output folder (default: <run folder>/test)")
@@ -83,7 +86,8 @@ def parse_args():
 
 
 def check_args(args, patch_size) -> None:
-    """Flags that cannot work, each reported as one line before anything is loaded."""
+    """Flags that cannot work, each reported as one line before anything is loaded
+    (``args.stride_xy``/``stride_z`` already resolved to the dataset's defaults)."""
     for name, size in zip("XYZ", patch_size):
         if size < VNET_DIVISOR or size % VNET_DIVISOR:
             raise UserError(f"--patch_size {' '.join(map(str, patch_size))}: each side must be a positive multiple "
@@ -174,6 +178,24 @@ def json_ready(value):
     return str(value)
 
 
+def voxel_size(args, data, root, case_id) -> tuple:
+    """The voxel size (mm) for the NIfTI files: --spacing, else the case file's, else the dataset's."""
+    if args.spacing:
+        return tuple(args.spacing)
+    if data.spacing is not None:
+        return tuple(data.spacing(root, case_id))
+    return VOXEL_SIZE_MM.get(args.dataset_name, (1.0, 1.0, 1.0))
+
+
+def nifti_voxel_size_note(args, data):
+    """What ``voxel_size`` gives, for summary.json: a list (mm), or where it comes from."""
+    if args.spacing:
+        return list(args.spacing)
+    if data.spacing is not None:
+        return "each case's image header"
+    return list(VOXEL_SIZE_MM.get(args.dataset_name, (1.0, 1.0, 1.0)))
+
+
 def save_nifti(volume: np.ndarray, path: Path, spacing) -> None:
     """One (X, Y, Z) volume as NIfTI, voxel size ``spacing`` (mm) on the affine's diagonal."""
     import nibabel as nib  # only needed for --save_pred
@@ -222,13 +244,16 @@ def table(summary: dict) -> list[str]:
 def main():
     args = parse_args()
     defaults = dataset_defaults(args.dataset_name)
-    num_classes = defaults.num_classes
     patch_size = tuple(args.patch_size or defaults.patch_size)
+    args.stride_xy = defaults.stride_xy if args.stride_xy is None else args.stride_xy
+    args.stride_z = defaults.stride_z if args.stride_z is None else args.stride_z
     check_args(args, patch_size)
     root = check_root(args.root_path or defaults.root_path)
-    test_list = args.test_list or str(root.parent / "test.list")
+    data = case_format(root)  # the h5 layout or an MSD folder: the reader and the classes
+    num_classes = data.num_classes
+    test_list = args.test_list or str(data.lists_dir / "test.list")
     case_ids = read_case_list(test_list)
-    missing = [c for c in case_ids if not case_path(root, c).is_file()]
+    missing = [c for c in case_ids if not data.case_file(root, c).is_file()]
     if missing:
         raise UserError(f"{len(missing)} case(s) of {test_list} are not in {root}: {', '.join(missing[:5])}"
                         f"{', ...' if len(missing) > 5 else ''}")
@@ -240,7 +265,6 @@ def main():
     iteration = checkpoint.get("iteration")
     del checkpoint  # the optimizer state is not needed
     autocast = amp_dtype(device, bool(args.amp))
-    nifti_spacing = tuple(args.spacing or VOXEL_SIZE_MM.get(args.dataset_name, (1.0, 1.0, 1.0)))
     out = Path(args.out) if args.out else path.parent / "test"
     out.mkdir(parents=True, exist_ok=True)
     log = Log(out / "log.txt")
@@ -251,7 +275,7 @@ def main():
 
     rows = []
     for case_id in tqdm(case_ids, desc="cases", dynamic_ncols=True, disable=None):  # no bar when piped
-        image, label = read_case(root, case_id)
+        image, label = data.read(root, case_id)
         if label.max() >= num_classes:
             raise UserError(f"case {case_id}: label value {int(label.max())} is outside the {num_classes} classes "
                             f"0..{num_classes - 1} of {args.dataset_name}; check the data or --dataset_name")
@@ -278,6 +302,7 @@ def main():
                                        f"ASD {m['asd']:.2f}" for m in case_metrics)
             + f" ({predict_seconds:.2f} s windows + {metrics_seconds:.2f} s metrics)")
         if args.save_pred:
+            nifti_spacing = voxel_size(args, data, root, case_id)
             save_nifti(predicted, out / f"{case_id}_pred.nii.gz", nifti_spacing)
             save_nifti(image, out / f"{case_id}_img.nii.gz", nifti_spacing)
             save_nifti(label, out / f"{case_id}_gt.nii.gz", nifti_spacing)
@@ -297,7 +322,7 @@ def main():
                "empty_masks": EMPTY_RULE, "classes": summarize(rows, num_classes),
                "seconds_per_case": {k: float(np.mean([r[k] for r in case_rows]))
                                     for k in ("predict_s", "metrics_s", "total_s")},
-               "nifti_spacing_mm": list(nifti_spacing) if args.save_pred else None,
+               "nifti_voxel_size": nifti_voxel_size_note(args, data) if args.save_pred else None,
                "flags": vars(args), "device": str(device), "runtime": runtime_versions()}
     (out / "summary.json").write_text(json.dumps(json_ready(summary), indent=2))
 

@@ -87,10 +87,10 @@ def run_in_process(monkeypatch, capsys, cwd, args):
     return code, captured.out, captured.err
 
 
-def small_args(small, list_name="good"):
+def small_args(small, list_name="good", windows=WINDOWS):
     root, lists = small
     return ["--dataset_name", "Synthetic", "--labelnum", "2", "--root_path", root, "--test_list", lists[list_name],
-            *WINDOWS]
+            *windows]
 
 
 def read_csv(path):
@@ -182,10 +182,12 @@ def test_end_to_end_with_nifti_and_png(trained, syn):
 
 def test_teacher_iteration_and_lcc_off_are_recorded(trained, small, monkeypatch, capsys, tmp_path):
     code, stdout, _ = run_in_process(monkeypatch, capsys, trained,
-                                     [*small_args(small), "--teacher", "--iteration", "2", "--out", tmp_path])
+                                     [*small_args(small, windows=WINDOWS[:4]), "--teacher", "--iteration", "2",
+                                      "--out", tmp_path])
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["lcc"] is False and summary["model"] == "teacher" and summary["iteration"] == 2
+    assert (summary["stride_xy"], summary["stride_z"]) == (16, 8)  # the Synthetic defaults
     assert summary["checkpoint"].endswith("iter_2.pth")
     assert all(r["lcc"] == "False" for r in read_csv(tmp_path / "metrics.csv"))
     assert "lcc off" in stdout
@@ -251,7 +253,39 @@ def test_nifti_affine_has_the_spacing(trained, small, monkeypatch, capsys, tmp_p
         np.testing.assert_allclose(np.diag(img.affine), (0.5, 0.75, 2.0, 1.0))
     assert nib.load(tmp_path / "narrow_pred.nii.gz").shape == (28, 40, 16)  # padded, cropped back
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["units"] == "mm" and summary["nifti_spacing_mm"] == [0.5, 0.75, 2.0]
+    assert summary["units"] == "mm" and summary["nifti_voxel_size"] == [0.5, 0.75, 2.0]
+
+
+def test_msd_folder_with_three_classes(trained, monkeypatch, capsys, tmp_path):
+    """An MSD folder (dataset.json, NIfTI): two foreground classes, per-case voxel sizes from
+    the image headers in the NIfTI outputs, 95HD/ASD in voxels unless --spacing."""
+    nib = pytest.importorskip("nibabel")
+    root = tmp_path / "msd"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "a", "2": "b"},
+                                                   "modality": {"0": "MRI"}}))
+    rng = np.random.default_rng(5)
+    for case_id, shape, spacing in (("m1", (32, 36, 16), (1.0, 1.0, 2.0)), ("m2", (30, 32, 18), (0.5, 0.5, 1.5))):
+        label = np.zeros(shape, np.uint8)
+        label[4:14, 5:20, 3:10] = 1
+        label[16:26, 8:28, 5:14] = 2
+        image = rng.normal(size=shape).astype(np.float32) + label
+        for folder, array in (("imagesTr", image), ("labelsTr", label)):
+            nib.save(nib.Nifti1Image(array, np.diag([*spacing, 1.0])), root / folder / f"{case_id}.nii.gz")
+    (root / "test.list").write_text("m1\nm2\n")
+    ckpt = checkpoint_with(trained, tmp_path / "c3.pth", {"n_classes": 3})
+    code, _, err = run_in_process(monkeypatch, capsys, trained,
+                                  ["--dataset_name", "Synthetic", "--root_path", root, "--checkpoint", ckpt,
+                                   *WINDOWS, "--save_pred", "--out", tmp_path / "out"])
+    assert code == 0, err
+    rows = read_csv(tmp_path / "out" / "metrics.csv")
+    assert [(r["case"], r["class"]) for r in rows] == [("m1", "1"), ("m1", "2"), ("m2", "1"), ("m2", "2")]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(summary["classes"]) == {"class_1", "class_2"} and summary["units"] == "voxels"
+    assert summary["nifti_voxel_size"] == "each case's image header"
+    np.testing.assert_allclose(nib.load(tmp_path / "out" / "m2_pred.nii.gz").header.get_zooms(), (0.5, 0.5, 1.5))
+    assert nib.load(tmp_path / "out" / "m2_pred.nii.gz").shape == (30, 32, 18)
 
 
 # --------------------------------------------------------------------------- #
