@@ -18,7 +18,7 @@ from utils.ema import ema_decay_at, make_teacher, update_teacher
 from utils.errors import UserError, report_user_errors
 from utils.losses import CONSISTENCY_LOSSES, supervised_loss
 from utils.ramps import sigmoid_rampup
-from utils.training import (VNET_CONFIG, MixedPrecision, Periodic, build_vnet, lr_at, make_validator,
+from utils.training import (MixedPrecision, Periodic, build_vnet, checkpoint_state, lr_at, make_validator,
                             memory_layout, open_run, print_data_report, restore, set_lr, sgd, setup)
 
 
@@ -72,11 +72,6 @@ def main():
     student.train()
     teacher.train()  # as in the original: batch statistics and dropout are part of the teacher's noise
 
-    def checkpoint(iteration):
-        return {"iteration": iteration + 1, "network": {**VNET_CONFIG, "n_classes": args.num_classes},
-                "student": student.state_dict(), "teacher": teacher.state_dict(),
-                "optimizer": optimizer.state_dict(), "scaler": precision.scaler.state_dict(), "args": vars(args)}
-
     periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.snapshot_every,
                         args.val_every, validator, device=device, batches=batches, start=start,
                         best_score=resume_from.get("best_val_dice", -1.0) if resume_from else -1.0)
@@ -110,7 +105,9 @@ def main():
 
         periodic.after(iteration, {"loss/total": loss, "loss/supervised": loss_sup,
                                    "loss/consistency": loss_consistency, "train/consistency_weight": consistency_weight,
-                                   "train/lr": lr}, lambda: checkpoint(iteration), student)
+                                   "train/lr": lr},
+                       lambda: checkpoint_state(iteration, args, student, teacher, optimizer, precision.scaler),
+                       student)
         if periodic.last:
             progress.set_postfix(loss=f"{periodic.last['loss/total']:.4f}", refresh=False)
     run.close()

@@ -15,7 +15,7 @@ from dataloaders.case_lists import read_case_list, split_labeled
 from utils.arguments import resolve_data_args, training_parser
 from utils.errors import report_user_errors
 from utils.losses import supervised_loss
-from utils.training import (VNET_CONFIG, MixedPrecision, Periodic, build_vnet, lr_at, make_validator,
+from utils.training import (MixedPrecision, Periodic, build_vnet, checkpoint_state, lr_at, make_validator,
                             memory_layout, open_run, print_data_report, restore, set_lr, sgd, setup)
 
 
@@ -50,11 +50,6 @@ def main():
         run.info(f"resumed after iteration {start}")
     model.train()
 
-    def checkpoint(iteration):
-        return {"iteration": iteration + 1, "network": {**VNET_CONFIG, "n_classes": args.num_classes},
-                "student": model.state_dict(), "teacher": None,
-                "optimizer": optimizer.state_dict(), "scaler": precision.scaler.state_dict(), "args": vars(args)}
-
     periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.snapshot_every,
                         args.val_every, validator, device=device, batches=batches, start=start,
                         best_score=resume_from.get("best_val_dice", -1.0) if resume_from else -1.0)
@@ -71,7 +66,7 @@ def main():
         precision.step(loss, optimizer)
 
         periodic.after(iteration, {"loss/total": loss, "loss/supervised": loss, "train/lr": lr},
-                       lambda: checkpoint(iteration), model)
+                       lambda: checkpoint_state(iteration, args, model, None, optimizer, precision.scaler), model)
         if periodic.last:
             progress.set_postfix(loss=f"{periodic.last['loss/total']:.4f}", refresh=False)
     run.close()

@@ -103,6 +103,16 @@ def sgd(model: nn.Module, lr: float, foreach: bool) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4, foreach=foreach)
 
 
+def checkpoint_state(iteration: int, args: argparse.Namespace, student: nn.Module, teacher: nn.Module | None,
+                     optimizer: torch.optim.Optimizer, scaler) -> dict:
+    """What a checkpoint holds after ``iteration`` (0-based): the network's configuration (so
+    ``inference.py`` can rebuild it), student and teacher weights, optimizer and scaler
+    state and the flags; ``Periodic`` adds the random states."""
+    return {"iteration": iteration + 1, "network": {**VNET_CONFIG, "n_classes": args.num_classes},
+            "student": student.state_dict(), "teacher": teacher.state_dict() if teacher is not None else None,
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "args": vars(args)}
+
+
 def restore(state: dict, models: dict, optimizer, scaler) -> int:
     """Load weights, optimizer and scaler state and the random states of a checkpoint;
     returns the number of iterations done. ``models`` maps checkpoint keys to modules."""
