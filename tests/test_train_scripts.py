@@ -12,6 +12,7 @@ import torch
 
 from conftest import REPO, TINY, log_lines, read_scalars, run_script
 from networks.vnet import VNet
+from utils.checkpoint import load_checkpoint
 
 MT, SUP = "train_mean_teacher.py", "train_sup.py"
 LOSS_TAGS = ("loss/total", "loss/supervised", "loss/consistency")
@@ -37,7 +38,9 @@ def rebuild(ckpt, key):
     return model
 
 
-FULL = [*TINY, "--max_iterations", "4", "--save_every", "2", "--log_every", "1", "--val_every", "2"]
+# latest.pth every 3 iterations (and at the end), iter_N.pth every 2
+FULL = [*TINY, "--max_iterations", "4", "--save_every", "3", "--snapshot_every", "2", "--log_every", "1",
+        "--val_every", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +80,9 @@ def plain_run(syn, tmp_path_factory):
 def test_run_writes_everything(which, mt_run, sup_run, syn):
     proc, folder = mt_run if which == "mt" else sup_run
     ok(proc)
-    for name in ("iter_2.pth", "iter_4.pth", "best_model.pth", "log.txt", "config.json"):
+    for name in ("iter_2.pth", "iter_4.pth", "latest.pth", "best_model.pth", "log.txt", "config.json"):
         assert (folder / name).is_file(), name
+    assert sorted(p.name for p in folder.glob("iter_*.pth")) == ["iter_2.pth", "iter_4.pth"]
     assert not list(folder.glob(".*.tmp")), "no temporary checkpoint left behind"
     assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
     config = json.loads((folder / "config.json").read_text())
@@ -93,15 +97,24 @@ def test_run_writes_everything(which, mt_run, sup_run, syn):
         assert any(line.startswith(f"iteration {i}: loss/total ") for line in lines), i
     assert sum("val/dice" in line for line in lines) == 2
     assert "2 labeled" in (folder / "log.txt").read_text()
+    done = log_lines(folder, "done:")
+    assert len(done) == 1 and re.fullmatch(r"done: 4 iterations \(4 in this process, [0-9.]+ s\); speed: .*", done[0]), done
 
 
 @pytest.mark.parametrize("which", ["mt", "sup"])
 def test_checkpoints_rebuild_strictly(which, mt_run, sup_run):
     proc, folder = mt_run if which == "mt" else sup_run
     ok(proc)
-    ckpt = torch.load(folder / "iter_4.pth", map_location="cpu")
+    ckpt = load_checkpoint(folder / "iter_4.pth")
     assert ckpt["iteration"] == 4
-    assert torch.load(folder / "iter_2.pth", map_location="cpu")["iteration"] == 2
+    assert load_checkpoint(folder / "iter_2.pth")["iteration"] == 2
+    latest = load_checkpoint(folder / "latest.pth")
+    assert latest["iteration"] == 4
+    assert {"optimizer", "scaler", "random_states", "args"} <= set(latest)
+    assert {"python", "numpy", "torch"} <= set(latest["random_states"])
+    for key in ("student", "teacher"):
+        if ckpt[key] is not None:
+            assert all(torch.equal(latest[key][k], v) for k, v in ckpt[key].items()), key
     assert ckpt["network"]["n_classes"] == 2 and ckpt["network"]["n_channels"] == 1
     student = rebuild(ckpt, "student").eval()
     with torch.no_grad():
@@ -113,7 +126,7 @@ def test_checkpoints_rebuild_strictly(which, mt_run, sup_run):
         assert any(differs), "after 4 updates the EMA teacher is not a copy of the student"
     else:
         assert ckpt["teacher"] is None
-    best = torch.load(folder / "best_model.pth", map_location="cpu")
+    best = load_checkpoint(folder / "best_model.pth")
     assert 0.0 <= best["val_dice"] <= 1.0
     assert best["iteration"] in (2, 4)
     rebuild(best, "student")
@@ -138,7 +151,7 @@ def test_mt_logs_consistency_terms(mt_run):
 def test_plain_data_path_runs(plain_run):
     proc, folder = plain_run
     ok(proc)
-    ckpt = torch.load(folder / "iter_3.pth", map_location="cpu")
+    ckpt = load_checkpoint(folder / "iter_3.pth")
     rebuild(ckpt, "student")
     rebuild(ckpt, "teacher")
     assert len(log_lines(folder)) == 3
@@ -209,7 +222,7 @@ def test_real_la_data(tmp_path):
                               "--batch_size", "2", "--labeled_bs", "1", "--patch_size", "64", "64", "48",
                               "--max_iterations", "2"], tmp_path))
     folder = run_dir(tmp_path, "MT", labelnum=1, dataset="LA")
-    ckpt = torch.load(folder / "iter_2.pth", map_location="cpu")
+    ckpt = load_checkpoint(folder / "iter_2.pth")
     rebuild(ckpt, "student")
     rebuild(ckpt, "teacher")
     assert "1 labeled and 1 unlabeled" in proc.stdout
@@ -217,12 +230,21 @@ def test_real_la_data(tmp_path):
 
 # ------------------------------------------------------------------ bad input
 def assert_user_error(proc, *fragments):
+    """Exit 2 and one ``error:`` line on stderr, or, for problems in the data, an
+    ``error: N problem(s) in the data:`` line followed by N indented lines."""
     assert proc.returncode == 2, f"exit {proc.returncode}\nstderr:\n{proc.stderr[-3000:]}"
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert lines and lines[0].startswith("error: "), proc.stderr
+    problems = re.fullmatch(r"error: (\d+) problem\(s\) in the data:", lines[0])
+    if problems:
+        assert len(lines) == 1 + int(problems.group(1)), proc.stderr
+        assert all(line.startswith("  case ") for line in lines[1:]), proc.stderr
+    else:
+        assert len(lines) == 1, proc.stderr
     for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
+        assert fragment in proc.stderr, (fragment, proc.stderr)
+    return lines
 
 
 def bad_lists(tmp_path, syn):
@@ -241,7 +263,7 @@ BAD_INPUT = {
     "missing val list": (MT, lambda t, s: [*data_args(s), "--val_list", t / "noval.list", *TINY],
                          ["case list not found", "noval.list"]),
     "missing case": (MT, lambda t, s: [*data_args(s), "--train_list", t / "missing_case.list", *TINY],
-                     ["'ghost_case'", "does not exist"]),
+                     ["1 problem(s) in the data", "case ghost_case:", "'ghost_case'", "does not exist"]),
     "missing case sup": (SUP, lambda t, s: [*data_args(s), "--train_list", t / "missing_case.list", *TINY],
                          ["'ghost_case'"]),
     "case twice": (MT, lambda t, s: [*data_args(s), "--train_list", t / "twice.list", *TINY],
@@ -261,6 +283,8 @@ BAD_INPUT = {
                                  ["multiples of 16", "30 32 16"]),
     "patch zero": (SUP, lambda t, s: [*data_args(s), *TINY, "--patch_size", "32", "0", "16"], ["multiples of 16"]),
     "max_iterations 0": (MT, lambda t, s: [*data_args(s), *TINY, "--max_iterations", "0"], ["--max_iterations"]),
+    "save_every 0": (MT, lambda t, s: [*data_args(s), *TINY, "--save_every", "0"], ["--save_every"]),
+    "snapshot_every 0": (SUP, lambda t, s: [*data_args(s), *TINY, "--snapshot_every", "0"], ["--snapshot_every"]),
 }
 
 
