@@ -57,7 +57,7 @@ def data_report(volumes, num_classes: int) -> str:
     means = np.array([image.mean() for image, _ in volumes])
     stds = np.array([image.std() for image, _ in volumes])
     fractions = np.array([[np.mean(label == c) for c in range(num_classes)] for _, label in volumes])
-    lines = [f"{len(volumes)} cases, shapes from {tuple(shapes.min(0))} to {tuple(shapes.max(0))} voxels",
+    lines = [f"{len(volumes)} cases, shapes from {tuple(shapes.min(0).tolist())} to {tuple(shapes.max(0).tolist())} voxels",
              f"image mean {means.min():.2f} to {means.max():.2f}, std {stds.min():.2f} to {stds.max():.2f}"]
     for c in range(num_classes):
         lines.append(f"class {c}: {100 * fractions[:, c].mean():.1f} % of voxels on average "

@@ -155,17 +155,11 @@ def test_data_report_numbers(clean):
     assert re.fullmatch(r"image mean -?\d+\.\d\d to -?\d+\.\d\d, std \d+\.\d\d to \d+\.\d\d", lines[1]), lines[1]
 
 
-@pytest.mark.xfail(strict=True, reason="dataloaders/check_data.py data_report prints numpy scalars: "
-                   "'shapes from (np.int64(32), np.int64(32), np.int64(16)) to ...' with numpy 2; "
-                   "use tuple(shapes.min(0).tolist())")
 def test_data_report_shapes_are_plain_numbers(clean):
     report = data_report(check_cases(clean / "volumes", list(SHAPES), num_classes=2), num_classes=2)
     assert report.splitlines()[0] == "2 cases, shapes from (32, 32, 16) to (40, 36, 20) voxels"
 
 
-@pytest.mark.xfail(strict=True, reason="dataloaders/la_heart.py read_case casts the label to uint8 before "
-                   "check_cases looks at it, so a label stored as int16 with value 257 becomes 1 silently; "
-                   "check the range (or that the cast is exact) before casting")
 def test_label_values_beyond_uint8_are_reported(tmp_path):
     label = np.zeros((16, 16, 16), np.int16)
     label[0, 0, 0] = 257

@@ -66,6 +66,8 @@ class RunFolder:
         self.path = Path(path)
         check_free(self.path, overwrite)
         self.path.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.glob(".*.pth.*.tmp"):  # left by a process killed while saving
+            stale.unlink(missing_ok=True)
         self.logger = logging.getLogger(f"run.{self.path}")
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False
@@ -98,20 +100,24 @@ class RunFolder:
         rows = [(iteration, {k: next(fetched) if torch.is_tensor(v) else float(v) for k, v in s.items()})
                 for iteration, s in self._pending]
         self._pending.clear()
-        if self.writer is not None:
-            for iteration, scalars in rows:
-                for name, value in scalars.items():
-                    self.writer.add_scalar(name, value, iteration)
-        for iteration, scalars in rows:
+        for index, (iteration, scalars) in enumerate(rows):
             if any(name.startswith("loss") and not math.isfinite(v) for name, v in scalars.items()):
+                self._write_tensorboard(rows[:index])
                 terms = ", ".join(f"{k} {v:.4g}" for k, v in scalars.items())
                 self.info(f"STOPPED: non-finite loss at iteration {iteration + 1}: {terms}")
                 raise TrainingDiverged(f"the loss became non-finite at iteration {iteration + 1} ({terms}); nothing "
                                        f"was saved after it. Continue from the last good checkpoint with --resume, "
                                        "perhaps with a lower --base_lr")
+        self._write_tensorboard(rows)
         iteration, last = rows[-1]
         self.info(f"iteration {iteration + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
         return last
+
+    def _write_tensorboard(self, rows) -> None:
+        if self.writer is not None:
+            for iteration, scalars in rows:
+                for name, value in scalars.items():
+                    self.writer.add_scalar(name, value, iteration)
 
     def save(self, name: str, state: dict) -> Path:
         return save_checkpoint(state, self.path / name)

@@ -16,7 +16,7 @@ from utils.checkpoint import load_checkpoint
 from utils.device import (amp_dtype, random_states, restore_random_states, runtime_versions, seed_everything,
                           select_device, warn_known_bad_runtime)
 from utils.errors import UserError
-from utils.run_folder import RunFolder, check_free, run_folder_path
+from utils.run_folder import RunFolder, TrainingDiverged, check_free, run_folder_path
 from utils.validation import Validator
 
 # The network of the LA literature; stored in every checkpoint so inference can rebuild it.
@@ -164,6 +164,8 @@ class Periodic:
         self.started = time.perf_counter()
         self.clock = None  # (time, seconds waiting for data, seconds validating) when the warm-up ended
         self.seconds_validating = 0.0
+        if start >= max_iterations:
+            run.info(f"nothing to do: the run is at iteration {start}, --max_iterations is {max_iterations}")
 
     def after(self, iteration: int, scalars: dict, checkpoint: Callable[[], dict], model: nn.Module) -> None:
         done = iteration + 1
@@ -198,7 +200,17 @@ class Periodic:
             self.run.save("latest.pth", state or self._state(checkpoint))
 
     def _state(self, checkpoint: Callable[[], dict]) -> dict:
-        return {**checkpoint(), "random_states": random_states(), "best_val_dice": self.best_score}
+        state = {**checkpoint(), "random_states": random_states(), "best_val_dice": self.best_score}
+        for key in ("student", "teacher"):
+            broken = [name for name, t in (state.get(key) or {}).items()
+                      if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+            if broken:  # e.g. BatchNorm statistics overflowed while the loss still looked finite
+                message = (f"the {key}'s {broken[0]} became non-finite by iteration {state['iteration']}; nothing "
+                           "was saved. Continue from the last good checkpoint with --resume, perhaps with a lower "
+                           "--base_lr")
+                self.run.info(f"STOPPED: {message}")
+                raise TrainingDiverged(message)
+        return state
 
     def _synchronize(self):
         if self.device is not None and self.device.type == "cuda":
