@@ -79,8 +79,9 @@ def timed(fn, device):
 
 
 @torch.no_grad()
-def plain_predict(model, image, patch_size, stride_xy, stride_z, num_classes, device) -> np.ndarray:
-    """The original UA-MT ``test_single_case``: labels (X, Y, Z) int64 numpy array."""
+def plain_predict(model, image, patch_size, stride_xy, stride_z, num_classes, device) -> tuple:
+    """The original UA-MT ``test_single_case``: (labels (X, Y, Z) int64, probabilities
+    (C, X, Y, Z) float32) numpy arrays. Also the reference of tests/test_sliding_window.py."""
     w, h, d = image.shape
     pads = [max(p - s, 0) for s, p in zip(image.shape, patch_size)]
     if any(pads):
@@ -102,10 +103,12 @@ def plain_predict(model, image, patch_size, stride_xy, stride_z, num_classes, de
                 probs = torch.softmax(model(window), dim=1).cpu().numpy()[0]
                 score_map[(slice(None), *region)] += probs
                 cnt[region] += 1
-    label_map = np.argmax(score_map / cnt[None], axis=0)
+    score_map = score_map / cnt[None]
+    label_map = np.argmax(score_map, axis=0)
     if any(pads):
-        label_map = label_map[tuple(slice(p // 2, p // 2 + s) for p, s in zip(pads, (w, h, d)))]
-    return label_map
+        crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pads, (w, h, d)))
+        label_map, score_map = label_map[crop], score_map[(slice(None), *crop)]
+    return label_map, score_map
 
 
 def medpy_metrics(metric, pred, gt, num_classes) -> list[dict]:
@@ -182,7 +185,7 @@ def main():
             plain_predict(model, corner, patch_size, patch_size[0], patch_size[2], num_classes, device)
             ours_predict(corner)
         t_plain, plain = timed(lambda: plain_predict(model, image, patch_size, args.stride_xy, args.stride_z,
-                                                     num_classes, device).astype(np.uint8), device)
+                                                     num_classes, device)[0].astype(np.uint8), device)
         t_ours, ours = timed(lambda: ours_predict(image), device)
         t_ours_m, ours_rows = timed(lambda: multiclass_metrics(ours, label, num_classes), device)
         times["plain_windows"].append(t_plain)

@@ -1,11 +1,12 @@
 """utils/sliding_window.py: window placement and whole-volume prediction."""
 import itertools
-import math
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+
+from benchmarks.bench_inference import plain_predict  # the original UA-MT test_single_case
 
 from utils.sliding_window import sliding_window_predict, window_counts, window_grid, window_starts
 
@@ -161,38 +162,6 @@ def test_window_counts_match_the_grid(shape, patch, strides):
     assert counts.min() >= 1
 
 
-def ua_mt_test_single_case(net, image, stride_xy, stride_z, patch_size, num_classes):
-    """The original UA-MT ``test_util.test_single_case`` (numpy accumulation, one window at a time)."""
-    w, h, d = image.shape
-    pads = [max(p - s, 0) for s, p in zip(image.shape, patch_size)]
-    if any(pads):
-        image = np.pad(image, [(p // 2, p - p // 2) for p in pads], mode="constant", constant_values=0)
-    ww, hh, dd = image.shape
-    sx = math.ceil((ww - patch_size[0]) / stride_xy) + 1
-    sy = math.ceil((hh - patch_size[1]) / stride_xy) + 1
-    sz = math.ceil((dd - patch_size[2]) / stride_z) + 1
-    score_map = np.zeros((num_classes,) + image.shape).astype(np.float32)
-    cnt = np.zeros(image.shape).astype(np.float32)
-    for x in range(sx):
-        xs = min(stride_xy * x, ww - patch_size[0])
-        for y in range(sy):
-            ys = min(stride_xy * y, hh - patch_size[1])
-            for z in range(sz):
-                zs = min(stride_z * z, dd - patch_size[2])
-                patch = image[xs:xs + patch_size[0], ys:ys + patch_size[1], zs:zs + patch_size[2]]
-                with torch.no_grad():
-                    y1 = net(torch.from_numpy(np.ascontiguousarray(patch)[None, None]).float())
-                y = torch.softmax(y1, dim=1).numpy()[0]
-                score_map[:, xs:xs + patch_size[0], ys:ys + patch_size[1], zs:zs + patch_size[2]] += y
-                cnt[xs:xs + patch_size[0], ys:ys + patch_size[1], zs:zs + patch_size[2]] += 1
-    score_map = score_map / np.expand_dims(cnt, axis=0)
-    label_map = np.argmax(score_map, axis=0)
-    if any(pads):
-        crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pads, (w, h, d)))
-        label_map, score_map = label_map[crop], score_map[(slice(None), *crop)]
-    return label_map, score_map
-
-
 class SmallConvNet(nn.Module):
     """A window-position-dependent network (3x3x3 convs with zero padding), so that the
     averaging over overlapping windows matters."""
@@ -211,7 +180,7 @@ def test_same_as_original_ua_mt(shape, strides):
     model = SmallConvNet().eval()
     image = volume(shape, seed=3)
     probs, labels = sliding_window_predict(model, image, (16, 16, 8), *strides, 3, CPU, sw_batch=5)
-    ref_labels, ref_probs = ua_mt_test_single_case(model, image, *strides, (16, 16, 8), 3)
+    ref_labels, ref_probs = plain_predict(model, image, (16, 16, 8), *strides, 3, CPU)
     assert probs.shape == ref_probs.shape and labels.shape == ref_labels.shape == shape
     np.testing.assert_allclose(probs.numpy(), ref_probs, rtol=1e-5, atol=1e-6)
     clear = np.abs(np.diff(np.sort(ref_probs, axis=0)[-2:], axis=0))[0] > 1e-4
