@@ -240,16 +240,22 @@ def table(summary: dict) -> list[str]:
     return lines
 
 
-@report_user_errors
-def main():
-    args = parse_args()
+def resolve_data(args) -> tuple:
+    """The dataset's defaults for the patch, the strides and the folder, where the flags leave
+    them open; returns (patch_size, root, case format: the reader and the classes)."""
     defaults = dataset_defaults(args.dataset_name)
     patch_size = tuple(args.patch_size or defaults.patch_size)
     args.stride_xy = defaults.stride_xy if args.stride_xy is None else args.stride_xy
     args.stride_z = defaults.stride_z if args.stride_z is None else args.stride_z
-    check_args(args, patch_size)
     root = check_root(args.root_path or defaults.root_path)
-    data = case_format(root)  # the h5 layout or an MSD folder: the reader and the classes
+    return patch_size, root, case_format(root)  # the h5 layout or an MSD folder
+
+
+@report_user_errors
+def main():
+    args = parse_args()
+    patch_size, root, data = resolve_data(args)
+    check_args(args, patch_size)
     num_classes = data.num_classes
     test_list = args.test_list or str(data.lists_dir / "test.list")
     case_ids = read_case_list(test_list)

@@ -34,9 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataloaders.case_lists import read_case_list  # noqa: E402
-from dataloaders.datasets import case_format, dataset_defaults  # noqa: E402
-from dataloaders.la_heart import check_root  # noqa: E402
-from inference import load_network  # noqa: E402
+from inference import load_network, resolve_data  # noqa: E402
 from networks.vnet import VNet  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.device import amp_dtype, select_device  # noqa: E402
@@ -141,12 +139,7 @@ def hardware(device: torch.device) -> str:
 @report_user_errors
 def main():
     args = parse_args()
-    defaults = dataset_defaults(args.dataset_name)
-    patch_size = tuple(args.patch_size or defaults.patch_size)
-    args.stride_xy = defaults.stride_xy if args.stride_xy is None else args.stride_xy
-    args.stride_z = defaults.stride_z if args.stride_z is None else args.stride_z
-    root = check_root(args.root_path or defaults.root_path)
-    data = case_format(root)
+    patch_size, root, data = resolve_data(args)
     num_classes = data.num_classes
     case_ids = read_case_list(args.test_list or data.lists_dir / "test.list")[:args.cases]
     device = select_device(args.gpu)
