@@ -182,6 +182,8 @@ def test_same_as_original_ua_mt(shape, strides):
     probs, labels = sliding_window_predict(model, image, (16, 16, 8), *strides, 3, CPU, sw_batch=5)
     ref_labels, ref_probs = plain_predict(model, image, (16, 16, 8), *strides, 3, CPU)
     assert probs.shape == ref_probs.shape and labels.shape == ref_labels.shape == shape
-    np.testing.assert_allclose(probs.numpy(), ref_probs, rtol=1e-5, atol=1e-6)
-    clear = np.abs(np.diff(np.sort(ref_probs, axis=0)[-2:], axis=0))[0] > 1e-4
+    # Batched and single-window convolutions may take different CPU kernels (CI saw 4e-5),
+    # while a wrong grid or wrong averaging would be off by far more than 5e-4.
+    np.testing.assert_allclose(probs.numpy(), ref_probs, rtol=0, atol=5e-4)
+    clear = np.abs(np.diff(np.sort(ref_probs, axis=0)[-2:], axis=0))[0] > 2e-3
     np.testing.assert_array_equal(labels.numpy()[clear], ref_labels[clear])
