@@ -19,6 +19,7 @@ from conftest import REPO, TINY, log_lines, read_scalars, script_env
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 from utils.run_folder import RunFolder, TrainingDiverged
+from utils.run_folder import read_scalars as read_scalars_csv
 
 MT, SUP = "train_mean_teacher.py", "train_sup.py"
 LOSS_TAGS = ("loss/total", "loss/supervised", "loss/consistency")
@@ -144,6 +145,14 @@ def test_killed_run_resumes_with_the_same_losses(path, syn, tmp_path):
         assert sorted(resumed[tag]) == list(range(start, ITERATIONS)), tag
         for step in range(start, ITERATIONS):
             assert resumed[tag][step] == reference[tag][step], (tag, step)  # exactly, not approximately
+    # scalars.csv (1-based, float32 values as Python floats): the killed-and-resumed run's file
+    # agrees with the uninterrupted one's wherever the killed run wrote a row twice
+    csv_reference, csv_resumed = read_scalars_csv(run_dir(reference_cwd)), read_scalars_csv(folder)
+    for tag in (*LOSS_TAGS, "train/lr"):
+        assert sorted(csv_resumed[tag]) == list(range(1, ITERATIONS + 1)), tag
+        assert csv_resumed[tag] == csv_reference[tag], tag
+        assert all(abs(csv_reference[tag][step + 1] - reference[tag][step]) <= 1e-6 * abs(reference[tag][step])
+                   for step in range(ITERATIONS)), tag
 
     # ... and it ends with the very same weights, teacher and optimizer state
     final, expected = load_checkpoint(folder / f"iter_{ITERATIONS}.pth"), \
@@ -319,6 +328,7 @@ def test_flush_stops_on_a_non_finite_loss_without_writing_it(tmp_path):
     assert "STOPPED: non-finite loss at iteration 2" in (tmp_path / "run" / "log.txt").read_text()
     scalars = read_scalars(tmp_path / "run")
     assert scalars["loss/total"] == {0: 0.5}
+    assert read_scalars_csv(tmp_path / "run") == {"loss/total": {1: 0.5}, "loss/supervised": {1: pytest.approx(0.4)}}
 
 
 def test_nan_saves_nothing_at_or_after_the_bad_iteration(diverged):

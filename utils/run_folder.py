@@ -1,4 +1,6 @@
-"""The run folder: ``log.txt``, TensorBoard scalars, ``config.json`` and checkpoints."""
+"""The run folder: ``log.txt``, TensorBoard scalars (also in ``scalars.csv``), ``config.json``
+and checkpoints."""
+import csv
 import json
 import logging
 import math
@@ -102,18 +104,29 @@ class RunFolder:
         self._pending.clear()
         for index, (iteration, scalars) in enumerate(rows):
             if any(name.startswith("loss") and not math.isfinite(v) for name, v in scalars.items()):
-                self._write_tensorboard(rows[:index])
+                self._write_scalars(rows[:index])
                 terms = ", ".join(f"{k} {v:.4g}" for k, v in scalars.items())
                 self.info(f"STOPPED: non-finite loss at iteration {iteration + 1}: {terms}")
                 raise TrainingDiverged(f"the loss became non-finite at iteration {iteration + 1} ({terms}); nothing "
                                        f"was saved after it. Continue from the last good checkpoint with --resume, "
                                        "perhaps with a lower --base_lr")
-        self._write_tensorboard(rows)
+        self._write_scalars(rows)
         iteration, last = rows[-1]
         self.info(f"iteration {iteration + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
         return last
 
-    def _write_tensorboard(self, rows) -> None:
+    def _write_scalars(self, rows) -> None:
+        """To TensorBoard, and to ``scalars.csv`` (iteration, name, value; iterations 1-based as in
+        the log) for plotting without TensorBoard. A resumed run appends; read the last value of
+        each (iteration, name)."""
+        csv_path = self.path / "scalars.csv"
+        new = not csv_path.exists()
+        with open(csv_path, "a", newline="") as f:
+            out = csv.writer(f)
+            if new:
+                out.writerow(["iteration", "name", "value"])
+            out.writerows((iteration + 1, name, repr(value)) for iteration, scalars in rows
+                          for name, value in scalars.items())
         if self.writer is not None:
             for iteration, scalars in rows:
                 for name, value in scalars.items():
@@ -129,3 +142,17 @@ class RunFolder:
         for handler in list(self.logger.handlers):
             handler.close()
             self.logger.removeHandler(handler)
+
+
+def read_scalars(run_path) -> dict:
+    """``{name: {iteration: value}}`` from a run folder's ``scalars.csv`` (iterations 1-based;
+    where a resumed run wrote an iteration twice, the later value counts)."""
+    path = Path(run_path) / "scalars.csv"
+    if not path.is_file():
+        raise UserError(f"{path} not found: the run has not logged yet, or predates scalars.csv "
+                        "(its scalars are in the TensorBoard events)")
+    scalars: dict = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            scalars.setdefault(row["name"], {})[int(row["iteration"])] = float(row["value"])
+    return scalars

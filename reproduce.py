@@ -1,0 +1,219 @@
+"""Reproduce the semi-supervised claim in one command: with the same few labeled cases, Mean
+Teacher against training on the labeled cases alone, at two label ratios, over several seeds.
+
+    python reproduce.py --dataset_name LA --root_path "data/LA/2018LA_Seg_Training Set"
+    python reproduce.py --dataset_name Hippocampus --root_path data/Hippocampus --labelnum 17 34 \\
+        --max_iterations 1000 --train_args "--lr_decay_every 700" --mt_args "--consistency_rampup 6.67"
+
+For every method x labelnum x seed it trains with ``train_sup.py`` or ``train_mean_teacher.py``
+(run folders under ``model/`` as usual, experiment ``{--exp}{iterations}_s{seed}``), evaluates
+the **last** checkpoint with ``inference.py`` on the evaluation list, and writes to ``--out``:
+
+    results.md        mean +- std over seeds of Dice, Jaccard, 95HD and ASD per row, the
+                      differences Mean Teacher minus labeled-only, and every command run
+    results.json      the same numbers, per seed too
+    curves.png        supervised loss, consistency loss and weight, validation Dice
+    comparison_N.png  a few evaluation cases: ground truth, labeled-only and Mean Teacher outlines
+    eval/, logs/      each evaluation's outputs, each command's console output
+
+Defaults: the development split (``dev_train.list``, ``dev_val.list`` beside the data, else
+``train.list``/``test.list``), three seeds, the original 6000-iteration schedule. Finished runs
+are skipped and unfinished ones resumed, so after an interruption the same command goes on.
+No checkpoint is ever chosen: the validation Dice of the curves (on ``--val_list``, by default
+the evaluation cases) is only drawn.
+"""
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dataloaders.case_lists import read_case_list
+from dataloaders.datasets import DATASETS, case_format, dataset_defaults, ensure_synthetic
+from dataloaders.la_heart import check_root
+from utils.errors import UserError, report_user_errors
+from utils.grid_results import METHODS, Run, collect, markdown_report
+from utils.run_folder import run_folder_path
+
+REPO = Path(__file__).resolve().parent
+DEFAULT_LABELNUM = {"LA": (6, 13), "Hippocampus": (17, 34), "Synthetic": (2, 4)}  # about 10 % and 20 %
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset_name", default="LA", choices=sorted(DATASETS))
+    p.add_argument("--root_path", default=None, help="the data folder (default: the dataset's usual place)")
+    p.add_argument("--train_list", default=None, help="training cases (default: dev_train.list, else train.list)")
+    p.add_argument("--eval_list", default=None, help="evaluation cases (default: dev_val.list, else test.list)")
+    p.add_argument("--val_list", default=None,
+                   help="validation cases for the curves (default: the evaluation cases; never used to choose)")
+    p.add_argument("--labelnum", type=int, nargs="+", default=None, help="labeled cases per row (LA: 6 13)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1337, 1338, 1339])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--max_iterations", type=int, default=6000)
+    p.add_argument("--val_every", type=int, default=None, help="iterations between validations (default: 1/12 of the run)")
+    p.add_argument("--exp", default="repro", help="experiment prefix of the run folders")
+    p.add_argument("--train_args", default="", help="more flags for both training scripts, quoted")
+    p.add_argument("--mt_args", default="", help="more flags for train_mean_teacher.py only, quoted")
+    p.add_argument("--eval_args", default="", help="more flags for inference.py, quoted")
+    p.add_argument("--figure_cases", type=int, default=3, help="evaluation cases in the comparison figure")
+    p.add_argument("--gpu", default="0")
+    p.add_argument("--out", default=None, help="results folder (default: results/{dataset}_{exp}{iterations})")
+    p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
+    args = p.parse_args()
+    if args.max_iterations < 1:
+        raise UserError(f"--max_iterations must be at least 1, got {args.max_iterations}")
+    return args
+
+
+def resolve_lists(args) -> None:
+    """Fill in the data folder and the case lists; check they exist and do not overlap."""
+    defaults = dataset_defaults(args.dataset_name)
+    args.root_path = args.root_path or defaults.root_path
+    if args.dataset_name == "Synthetic":
+        ensure_synthetic(args.root_path)
+    lists_dir = case_format(check_root(args.root_path)).lists_dir
+    for name, preferred, fallback in (("train_list", "dev_train.list", "train.list"),
+                                      ("eval_list", "dev_val.list", "test.list")):
+        if getattr(args, name) is None:
+            dev = lists_dir / preferred
+            setattr(args, name, str(dev if dev.is_file() else lists_dir / fallback))
+    args.val_list = args.val_list or args.eval_list
+    train, evaluation = read_case_list(args.train_list), read_case_list(args.eval_list)
+    shared = set(train) & set(evaluation)
+    if shared:
+        raise UserError(f"{len(shared)} case(s) are in both {args.train_list} and {args.eval_list} "
+                        f"(e.g. {sorted(shared)[0]}); evaluate on cases the models never trained on")
+    args.labelnum = args.labelnum or DEFAULT_LABELNUM.get(args.dataset_name)
+    if not args.labelnum:
+        raise UserError("pass --labelnum N [N ...], the labeled cases of each row")
+    for n in args.labelnum:
+        if not 1 <= n < len(train):
+            raise UserError(f"--labelnum {n} must be between 1 and {len(train) - 1} (the training list has "
+                            f"{len(train)} cases and Mean Teacher needs unlabeled ones)")
+    args.train_cases, args.eval_cases = len(train), len(evaluation)
+    args.val_every = args.val_every or max(args.max_iterations // 12, 1)
+    args.out = Path(args.out or f"results/{args.dataset_name}_{args.exp}{args.max_iterations}")
+
+
+def plan(args) -> list[Run]:
+    """Every run of the grid, labeled-only first so the baseline of a row exists early."""
+    runs = []
+    for labelnum in args.labelnum:
+        for seed in args.seeds:
+            for method in args.methods:
+                runs.append(Run(method, labelnum, seed, f"{args.exp}{args.max_iterations}_s{seed}"))
+    return runs
+
+
+def data_flags(args) -> list[str]:
+    return ["--dataset_name", args.dataset_name, "--root_path", args.root_path]
+
+
+def train_command(args, run: Run) -> list[str]:
+    return [sys.executable, str(REPO / METHODS[run.method].script), *data_flags(args),
+            "--train_list", args.train_list, "--val_list", args.val_list, "--labelnum", str(run.labelnum),
+            "--seed", str(run.seed), "--max_iterations", str(args.max_iterations), "--exp", run.exp,
+            "--val_every", str(args.val_every), "--gpu", args.gpu, *shlex.split(args.train_args),
+            *(shlex.split(args.mt_args) if run.method == "MT" else [])]
+
+
+def training_state(folder: Path, max_iterations: int) -> str:
+    """"finished" (the last snapshot exists), "resume" (latest.pth exists) or "start"."""
+    if (folder / f"iter_{max_iterations}.pth").is_file():
+        return "finished"
+    return "resume" if (folder / "latest.pth").is_file() else "start"
+
+
+def eval_command(args, run: Run, teacher: bool) -> list[str]:
+    return [sys.executable, str(REPO / "inference.py"), *data_flags(args), "--test_list", args.eval_list,
+            "--exp", run.exp, "--labelnum", str(run.labelnum), "--model", run.method,
+            "--iteration", str(args.max_iterations), "--gpu", args.gpu,
+            "--out", str(run.eval_dir(args.out, teacher)), *(["--teacher"] if teacher else []),
+            *shlex.split(args.eval_args)]
+
+
+def shown(command: list[str]) -> list[str]:
+    """The command as a reader would type it in the repository: ``python script.py ...``."""
+    return ["python", *(str(Path(c).relative_to(REPO)) if c.startswith(str(REPO) + "/") else c for c in command[1:])]
+
+
+def execute(command: list[str], log_path: Path, what: str) -> float:
+    """Run ``command`` with its console output in ``log_path``; a failure stops the grid."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log_path, "a") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+    if code != 0:
+        tail = log_path.read_text().strip().splitlines()[-1:] or ["(no output)"]
+        raise UserError(f"{what} failed (exit {code}): {tail[0]} -- full output in {log_path}; "
+                        "fix it and rerun the same command to continue")
+    return time.perf_counter() - start
+
+
+@report_user_errors
+def main():
+    args = parse_args()
+    resolve_lists(args)
+    runs = plan(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"{len(runs)} runs: {', '.join(args.methods)} x labelnum {args.labelnum} of {args.train_cases} training "
+          f"cases x seeds {args.seeds}; {args.max_iterations} iterations; evaluation on {args.eval_cases} cases of "
+          f"{args.eval_list}; results in {args.out}")
+    commands = []
+    for number, run in enumerate(runs, 1):
+        folder = run_folder_path(args.dataset_name, run.exp, run.labelnum, run.method)
+        command, state = train_command(args, run), training_state(folder, args.max_iterations)
+        commands.append(shown(command))
+        command += ["--resume"] if state == "resume" else []
+        name = f"[{number}/{len(runs)}] {run.name}"
+        if args.dry_run:
+            print(f"{name}: {'finished' if state == 'finished' else shlex.join(command)}")
+        elif state != "finished":
+            print(f"{name}: training ({state}) ...", flush=True)
+            seconds = execute(command, args.out / "logs" / f"train_{run.name}.txt", f"training {run.name}")
+            print(f"{name}: trained in {seconds / 60:.1f} min", flush=True)
+        for teacher in METHODS[run.method].evaluated_models:
+            command = eval_command(args, run, teacher)
+            commands.append(shown(command))
+            summary = run.eval_dir(args.out, teacher) / "summary.json"
+            if args.dry_run:
+                print(f"{name}: {shlex.join(command)}")
+            elif not (summary.is_file() and json.loads(summary.read_text()).get("iteration") == args.max_iterations):
+                execute(command, args.out / "logs" / f"eval_{run.name}{'_teacher' if teacher else ''}.txt",
+                        f"evaluating {run.name}")
+    if args.dry_run:
+        return
+
+    results = collect(runs, args.out, args.dataset_name, args.labelnum, args.train_cases)
+    header = {"dataset": args.dataset_name, "train_list": args.train_list, "eval_list": args.eval_list,
+              "val_list": args.val_list, "max_iterations": args.max_iterations, "seeds": args.seeds,
+              "command": shlex.join(shown([sys.executable, str(Path(sys.argv[0]).resolve()), *sys.argv[1:]]))}
+    (args.out / "results.json").write_text(json.dumps({**header, "rows": results}, indent=2))
+    pictures = draw_pictures(args, runs)
+    (args.out / "results.md").write_text(markdown_report(header, results, commands, pictures))
+    print((args.out / "results.md").read_text().split("\n## Commands")[0])
+    print(f"written to {args.out}")
+
+
+def draw_pictures(args, runs: list[Run]) -> list[str]:
+    """curves.png and comparison_N.png (with matplotlib; skipped with a note without it)."""
+    try:
+        from utils import plots
+    except ImportError as err:
+        print(f"no pictures: {err} (pip install matplotlib)")
+        return []
+    names = [plots.training_curves(runs, args.dataset_name, args.out / "curves.png")]
+    if {"SUP", "MT"} <= set(args.methods):
+        for labelnum in args.labelnum:
+            names.append(plots.comparison_figure(args, labelnum, args.seeds[0],
+                                                 args.out / f"comparison_{labelnum}.png"))
+    return [n.name for n in names]
+
+
+if __name__ == "__main__":
+    main()
