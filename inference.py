@@ -35,6 +35,7 @@ from dataloaders.la_heart import check_root
 from networks.vnet import VNet
 from utils.checkpoint import load_checkpoint
 from utils.device import amp_dtype, runtime_versions, select_device
+from utils.distributed import ranks_from_environment
 from utils.errors import UserError, report_user_errors
 from utils.metrics import keep_largest_component_per_class, multiclass_metrics
 from utils.run_folder import run_folder_path
@@ -206,18 +207,23 @@ def save_nifti(volume: np.ndarray, path: Path, spacing) -> None:
 
 
 class Log:
-    """Lines on the console (through tqdm, so the progress bar stays intact) and in ``log.txt``."""
+    """Lines on the console (through tqdm, so the progress bar stays intact) and in ``log.txt``;
+    with ``writes=False`` (torchrun ranks other than 0) the lines are only kept, for rank 0."""
 
-    def __init__(self, path: Path):
-        self.file = open(path, "w")
+    def __init__(self, path: Path, writes: bool = True):
+        self.file = open(path, "w") if writes else None
+        self.lines: list[str] = []
 
     def __call__(self, line: str = "") -> None:
-        tqdm.write(line)
-        self.file.write(line + "\n")
-        self.file.flush()
+        self.lines.append(line)
+        if self.file:
+            tqdm.write(line)
+            self.file.write(line + "\n")
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file:
+            self.file.close()
 
 
 def table(summary: dict) -> list[str]:
@@ -264,7 +270,9 @@ def main():
         raise UserError(f"{len(missing)} case(s) of {test_list} are not in {root}: {', '.join(missing[:5])}"
                         f"{', ...' if len(missing) > 5 else ''}")
 
-    device = select_device(args.gpu)
+    ranks = ranks_from_environment()  # under torchrun each process evaluates every N-th case
+    device = ranks.device(select_device(args.gpu))
+    ranks.start(device)
     path = find_checkpoint(args)
     checkpoint = load_checkpoint(path, map_location="cpu")
     model = load_network(checkpoint, path, args.teacher, num_classes, device)
@@ -273,14 +281,17 @@ def main():
     autocast = amp_dtype(device, bool(args.amp))
     out = Path(args.out) if args.out else path.parent / "test"
     out.mkdir(parents=True, exist_ok=True)
-    log = Log(out / "log.txt")
+    log = Log(out / "log.txt", writes=ranks.is_main)
     log(f"evaluating {path} ({'teacher' if args.teacher else 'student'}, iteration {iteration}) on "
         f"{len(case_ids)} cases of {test_list}; device {device}, "
         f"{'autocast ' + str(autocast).replace('torch.', '') if autocast else 'fp32'}, patch {patch_size}, "
-        f"strides {args.stride_xy}/{args.stride_z}, lcc {'on' if args.lcc else 'off'}")
+        f"strides {args.stride_xy}/{args.stride_z}, lcc {'on' if args.lcc else 'off'}"
+        + (f", cases split over {ranks.world_size} processes" if ranks.distributed else ""))
 
     rows = []
-    for case_id in tqdm(case_ids, desc="cases", dynamic_ncols=True, disable=None):  # no bar when piped
+    start_line = len(log.lines)
+    for case_id in tqdm(case_ids[ranks.rank::ranks.world_size], desc="cases", dynamic_ncols=True,
+                        disable=None if ranks.is_main else True):  # no bar when piped
         image, label = data.read(root, case_id)
         if label.max() >= num_classes:
             raise UserError(f"case {case_id}: label value {int(label.max())} is outside the {num_classes} classes "
@@ -316,6 +327,17 @@ def main():
             from utils.overlay import case_overlay, write_png
             write_png(out / f"{case_id}_overlay.png", case_overlay(image, label, predicted, num_classes))
 
+    if ranks.distributed:  # rank 0 gathers every rank's rows (in list order) and case lines
+        gathered = ranks.gather((rows, log.lines[start_line:]))
+        order = {c: i for i, c in enumerate(case_ids)}
+        rows = sorted((r for part, _ in gathered for r in part), key=lambda r: (order[r["case"]], r["class"]))
+        for _, lines in gathered[1:]:
+            for line in lines:
+                log(line)
+        if not ranks.is_main:
+            ranks.close()
+            return
+
     with open(out / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -337,6 +359,7 @@ def main():
         log(line)
     log(f"written to {out}")
     log.close()
+    ranks.close()
 
 
 if __name__ == "__main__":

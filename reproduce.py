@@ -173,7 +173,9 @@ def main():
         name = f"[{number}/{len(runs)}] {run.name}"
         if args.dry_run:
             print(f"{name}: {'finished' if state == 'finished' else shlex.join(command)}")
-        elif state != "finished":
+        elif state == "finished":
+            print(f"{name}: trained already")
+        else:
             print(f"{name}: training ({state}) ...", flush=True)
             seconds = execute(command, args.out / "logs" / f"train_{run.name}.txt", f"training {run.name}")
             print(f"{name}: trained in {seconds / 60:.1f} min", flush=True)

@@ -7,6 +7,7 @@ unlabeled patches under input noise; the student is pulled towards those predict
 consistency loss whose weight ramps up; then the teacher follows the student.
 
     python train_mean_teacher.py --dataset_name LA --labelnum 16 --gpu 0
+    torchrun --nproc_per_node 2 train_mean_teacher.py --dataset_name LA --labelnum 16 --gpu 0,1
 """
 import torch
 from tqdm import tqdm
@@ -43,7 +44,7 @@ def main():
     args = parse_args()
     if args.check_data:
         return print_data_report(args)
-    device, resume_from = setup(args)
+    device, resume_from, ranks = setup(args)  # ranks: this process under torchrun (0 of 1 without)
     start = resume_from["iteration"] if resume_from else 0
 
     # Data: the first labelnum training cases are labeled, the rest unlabeled.
@@ -53,31 +54,36 @@ def main():
                         "lower --labelnum or use train_sup.py")
     batches = make_training_batches(args.root_path, labeled_ids, unlabeled_ids, args.batch_size, args.labeled_bs,
                                     args.patch_size, args.num_classes, args.seed, device, bool(args.data_on_device),
-                                    args.num_workers, start_batch=start)
-    validator = make_validator(args, device)
-    run = open_run(args, device)
+                                    args.num_workers, start_batch=start, rank=ranks.rank, world_size=ranks.world_size)
+    validator = make_validator(args, device, ranks)
+    run = open_run(args, device, ranks)
     run.info(f"{len(labeled_ids)} labeled and {len(unlabeled_ids)} unlabeled cases, patch {args.patch_size}")
 
     # Models: the student learns; the teacher is its moving average and gets no gradients.
+    # Under torchrun the student trains as DistributedDataParallel and each rank keeps a copy
+    # of the teacher, updated from the same synchronised student.
     layout = memory_layout(device, bool(args.channels_last))
-    student = build_vnet(args.num_classes, device, layout)
-    teacher = make_teacher(student, build_vnet(args.num_classes, device, layout))
-    student_forward = torch.compile(student) if args.compile else student
+    student = ranks.sync_batchnorm(build_vnet(args.num_classes, device, layout), device)
+    teacher = make_teacher(student, ranks.sync_batchnorm(build_vnet(args.num_classes, device, layout), device))
+    student_forward = ranks.wrap(student, device)
+    student_forward = torch.compile(student_forward) if args.compile else student_forward
     optimizer = sgd(student, args.base_lr, foreach=bool(args.foreach))
     precision = MixedPrecision(device, bool(args.amp))
     consistency_loss_fn = CONSISTENCY_LOSSES[args.consistency_type]
     if resume_from:
-        restore(resume_from, {"student": student, "teacher": teacher}, optimizer, precision.scaler)
+        restore(resume_from, {"student": student, "teacher": teacher}, optimizer, precision.scaler, ranks)
         run.info(f"resumed after iteration {start}")
+    else:
+        ranks.reseed(args.seed)  # each rank its own noise and dropout, the same initial weights
     student.train()
     teacher.train()  # as in the original: batch statistics and dropout are part of the teacher's noise
 
     periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.snapshot_every,
                         args.val_every, validator, device=device, batches=batches, start=start,
-                        best_score=resume_from.get("best_val_dice", -1.0) if resume_from else -1.0)
+                        best_score=resume_from.get("best_val_dice", -1.0) if resume_from else -1.0, ranks=ranks)
     labeled_bs = args.labeled_bs
     progress = tqdm(range(start, args.max_iterations), desc="Mean Teacher", initial=start, total=args.max_iterations,
-                    dynamic_ncols=True, disable=None)  # no bar when piped
+                    dynamic_ncols=True, disable=None if ranks.is_main else True)  # no bar when piped
     for iteration in progress:
         lr = lr_at(iteration, args.base_lr, args.lr_decay_every)
         set_lr(optimizer, lr)
@@ -102,6 +108,7 @@ def main():
 
         precision.step(loss, optimizer)
         update_teacher(teacher, student, ema_decay_at(iteration, args.ema_decay), foreach=bool(args.foreach))
+        ranks.average_buffers(student, teacher)  # equal BatchNorm statistics on every rank
 
         periodic.after(iteration, {"loss/total": loss, "loss/supervised": loss_sup,
                                    "loss/consistency": loss_consistency, "train/consistency_weight": consistency_weight,
@@ -111,6 +118,7 @@ def main():
         if periodic.last:
             progress.set_postfix(loss=f"{periodic.last['loss/total']:.4f}", refresh=False)
     run.close()
+    ranks.close()
 
 
 if __name__ == "__main__":

@@ -28,33 +28,36 @@ def main():
     args = parse_args()
     if args.check_data:
         return print_data_report(args)
-    device, resume_from = setup(args)
+    device, resume_from, ranks = setup(args)  # ranks: this process under torchrun (0 of 1 without)
     start = resume_from["iteration"] if resume_from else 0
 
     # Data: only the first labelnum training cases, all labeled.
     labeled_ids, _ = split_labeled(read_case_list(args.train_list), args.labelnum, args.max_samples)
     batches = make_training_batches(args.root_path, labeled_ids, [], args.labeled_bs, args.labeled_bs,
                                     args.patch_size, args.num_classes, args.seed, device, bool(args.data_on_device),
-                                    args.num_workers, start_batch=start)
-    validator = make_validator(args, device)
-    run = open_run(args, device)
+                                    args.num_workers, start_batch=start, rank=ranks.rank, world_size=ranks.world_size)
+    validator = make_validator(args, device, ranks)
+    run = open_run(args, device, ranks)
     run.info(f"{len(labeled_ids)} labeled cases, patch {args.patch_size}")
 
     layout = memory_layout(device, bool(args.channels_last))
-    model = build_vnet(args.num_classes, device, layout)
-    model_forward = torch.compile(model) if args.compile else model
+    model = ranks.sync_batchnorm(build_vnet(args.num_classes, device, layout), device)
+    model_forward = ranks.wrap(model, device)  # DistributedDataParallel under torchrun
+    model_forward = torch.compile(model_forward) if args.compile else model_forward
     optimizer = sgd(model, args.base_lr, foreach=bool(args.foreach))
     precision = MixedPrecision(device, bool(args.amp))
     if resume_from:
-        restore(resume_from, {"student": model}, optimizer, precision.scaler)
+        restore(resume_from, {"student": model}, optimizer, precision.scaler, ranks)
         run.info(f"resumed after iteration {start}")
+    else:
+        ranks.reseed(args.seed)  # each rank its own dropout, the same initial weights
     model.train()
 
     periodic = Periodic(run, args.max_iterations, args.log_every, args.save_every, args.snapshot_every,
                         args.val_every, validator, device=device, batches=batches, start=start,
-                        best_score=resume_from.get("best_val_dice", -1.0) if resume_from else -1.0)
+                        best_score=resume_from.get("best_val_dice", -1.0) if resume_from else -1.0, ranks=ranks)
     progress = tqdm(range(start, args.max_iterations), desc="labeled only", initial=start, total=args.max_iterations,
-                    dynamic_ncols=True, disable=None)  # no bar when piped
+                    dynamic_ncols=True, disable=None if ranks.is_main else True)  # no bar when piped
     for iteration in progress:
         lr = lr_at(iteration, args.base_lr, args.lr_decay_every)
         set_lr(optimizer, lr)
@@ -64,12 +67,14 @@ def main():
         with precision.autocast():
             loss = supervised_loss(model_forward(image), label)
         precision.step(loss, optimizer)
+        ranks.average_buffers(model)  # equal BatchNorm statistics on every rank
 
         periodic.after(iteration, {"loss/total": loss, "loss/supervised": loss, "train/lr": lr},
                        lambda: checkpoint_state(iteration, args, model, None, optimizer, precision.scaler), model)
         if periodic.last:
             progress.set_postfix(loss=f"{periodic.last['loss/total']:.4f}", refresh=False)
     run.close()
+    ranks.close()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from dataloaders.check_data import check_cases
 from dataloaders.datasets import case_format
 from dataloaders.la_heart import LAHeart, check_patch_fits
-from dataloaders.samplers import EndlessBatchSampler, TwoStreamBatchSampler
+from dataloaders.samplers import EndlessBatchSampler, RankSlice, TwoStreamBatchSampler
 from dataloaders.transforms import (Compose, RandomCrop, RandomRotFlip, ToTensor, draw_crop_start,
                                     draw_rot_flip, padding_to, sample_rng)
 from utils.errors import UserError
@@ -43,7 +43,7 @@ class _Batches:
 
 
 class LoaderBatches(_Batches):
-    def __init__(self, root, case_ids, batch_sampler: TwoStreamBatchSampler, patch_size, seed: int,
+    def __init__(self, root, case_ids, batch_sampler: TwoStreamBatchSampler | RankSlice, patch_size, seed: int,
                  device: torch.device, num_workers: int = 2, start_batch: int = 0, read=None):
         transform = Compose([RandomRotFlip(), RandomCrop(patch_size), ToTensor()])
         dataset = LAHeart(root, case_ids, transform=transform, seed=seed, read=read)
@@ -62,7 +62,7 @@ class LoaderBatches(_Batches):
 
 
 class DeviceBatches(_Batches):
-    def __init__(self, volumes, batch_sampler: TwoStreamBatchSampler, patch_size, seed: int,
+    def __init__(self, volumes, batch_sampler: TwoStreamBatchSampler | RankSlice, patch_size, seed: int,
                  device: torch.device, start_batch: int = 0):
         self.images = [torch.from_numpy(image).to(device) for image, _ in volumes]
         self.labels = [torch.from_numpy(label).to(device) for _, label in volumes]
@@ -95,23 +95,27 @@ class DeviceBatches(_Batches):
 
 def make_training_batches(root, labeled_ids, unlabeled_ids, batch_size: int, labeled_bs: int, patch_size,
                           num_classes: int, seed: int, device: torch.device, on_device: bool, num_workers: int = 2,
-                          start_batch: int = 0):
+                          start_batch: int = 0, rank: int = 0, world_size: int = 1):
     """The training batch stream: ``labeled_bs`` labeled cases first, then unlabeled ones.
 
     ``root`` is a folder of either layout (``case_format``). Every case is read and checked
     first (``check_cases``). With no unlabeled cases and
     ``batch_size == labeled_bs`` the batches are labeled only. ``start_batch`` skips to
-    that batch, for a resumed run.
+    that batch, for a resumed run. Under torchrun each of the ``world_size`` ranks gets its
+    own slice of a batch ``world_size`` times larger (``RankSlice``).
     """
-    if len(labeled_ids) < labeled_bs:
-        raise UserError(f"{len(labeled_ids)} labeled case(s) cannot fill --labeled_bs {labeled_bs} places per batch; "
-                        "raise --labelnum or lower --labeled_bs")
+    if len(labeled_ids) < labeled_bs * world_size:
+        ranks = f" on each of {world_size} processes" if world_size > 1 else ""
+        raise UserError(f"{len(labeled_ids)} labeled case(s) cannot fill --labeled_bs {labeled_bs} places per batch"
+                        f"{ranks}; raise --labelnum or lower --labeled_bs")
     case_ids = list(labeled_ids) + list(unlabeled_ids)
     layout = case_format(root)
     volumes = check_cases(root, case_ids, num_classes, layout.read, layout.case_file)
     check_patch_fits({c: v[0].shape for c, v in zip(case_ids, volumes)}, patch_size)
     sampler = TwoStreamBatchSampler(range(len(labeled_ids)), range(len(labeled_ids), len(case_ids)),
-                                    batch_size, batch_size - labeled_bs, seed=seed)
+                                    batch_size * world_size, (batch_size - labeled_bs) * world_size, seed=seed)
+    if world_size > 1:
+        sampler = RankSlice(sampler, rank, world_size)
     if on_device:
         return DeviceBatches(volumes, sampler, patch_size, seed, device, start_batch)
     return LoaderBatches(root, case_ids, sampler, patch_size, seed, device, num_workers, start_batch, layout.read)

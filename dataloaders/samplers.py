@@ -57,6 +57,10 @@ class TwoStreamBatchSampler(Sampler):
             batch.append(int(self._shuffled("unlabeled", unlabeled_pass, self.secondary_indices)[j]))
         return batch
 
+    def positioned_batch(self, n: int) -> list[tuple[int, int]]:
+        """``(index, position in the batch)`` of each sample of batch ``n``."""
+        return [(index, position) for position, index in enumerate(self.batch(n))]
+
     def _shuffled(self, stream: str, number: int, indices: np.ndarray) -> np.ndarray:
         """The permutation for one epoch (labeled) or one pass (unlabeled), from its own seed."""
         key = (stream, number)
@@ -66,6 +70,34 @@ class TwoStreamBatchSampler(Sampler):
             stream_id = 0 if stream == "labeled" else 1
             self._cache[key] = np.random.default_rng([self.seed, stream_id, number]).permutation(indices)
         return self._cache[key]
+
+
+class RankSlice(Sampler):
+    """One rank's part of the batches of a ``TwoStreamBatchSampler`` built for all ``world_size``
+    ranks together (``world_size`` times the batch): labeled places ``rank * labeled_bs ...``
+    and the same share of the unlabeled places. The ranks' samples of an iteration are
+    disjoint, and together they are the batch one process with the whole batch would draw,
+    positions included (so each sample gets the same augmentation)."""
+
+    def __init__(self, sampler: TwoStreamBatchSampler, rank: int, world_size: int):
+        if sampler.primary_batch_size % world_size or sampler.secondary_batch_size % world_size:
+            raise ValueError(f"a batch of {sampler.primary_batch_size} labeled + {sampler.secondary_batch_size} "
+                             f"unlabeled places does not split over {world_size} ranks")
+        self.sampler, self.rank = sampler, rank
+        self.labeled = sampler.primary_batch_size // world_size
+        self.unlabeled = sampler.secondary_batch_size // world_size
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def positioned_batch(self, n: int) -> list[tuple[int, int]]:
+        whole = self.sampler.positioned_batch(n)
+        labeled_part = whole[self.rank * self.labeled:(self.rank + 1) * self.labeled]
+        first = self.sampler.primary_batch_size + self.rank * self.unlabeled
+        return labeled_part + whole[first:first + self.unlabeled]
+
+    def batch(self, n: int) -> list[int]:
+        return [index for index, _ in self.positioned_batch(n)]
 
 
 class EndlessBatchSampler(Sampler):
@@ -78,12 +110,14 @@ class EndlessBatchSampler(Sampler):
     augmentations do not depend on which worker draws them.
     """
 
-    def __init__(self, batch_sampler: TwoStreamBatchSampler, start: int = 0, seeded: bool = False):
+    def __init__(self, batch_sampler: TwoStreamBatchSampler | RankSlice, start: int = 0, seeded: bool = False):
         self.batch_sampler = batch_sampler
         self.start = start
         self.seeded = seeded
 
     def __iter__(self):
         for n in itertools.count(self.start):
-            batch = self.batch_sampler.batch(n)
-            yield [(index, n, position) for position, index in enumerate(batch)] if self.seeded else batch
+            if self.seeded:
+                yield [(index, n, position) for index, position in self.batch_sampler.positioned_batch(n)]
+            else:
+                yield self.batch_sampler.batch(n)

@@ -62,10 +62,17 @@ def _summary_writer(path: Path):
 
 class RunFolder:
     """Everything a run writes. Scalars are buffered as device tensors and written every
-    ``flush_scalars()`` call, so logging does not stall the GPU every iteration."""
+    ``flush_scalars()`` call, so logging does not stall the GPU every iteration. With
+    ``writes=False`` (torchrun ranks other than 0) nothing is written, while the scalars are
+    still checked for a non-finite loss."""
 
-    def __init__(self, path, overwrite: bool = False):
+    def __init__(self, path, overwrite: bool = False, writes: bool = True):
         self.path = Path(path)
+        self.writes = writes
+        self._pending: list[tuple[int, dict]] = []
+        self.writer = None
+        if not writes:
+            return
         check_free(self.path, overwrite)
         self.path.mkdir(parents=True, exist_ok=True)
         for stale in self.path.glob(".*.pth.*.tmp"):  # left by a process killed while saving
@@ -80,14 +87,15 @@ class RunFolder:
             handler.setFormatter(formatter)
             self.logger.addHandler(handler)
         self.writer = _summary_writer(self.path / "tensorboard")
-        self._pending: list[tuple[int, dict]] = []
 
     def info(self, message: str) -> None:
-        self.logger.info(message)
+        if self.writes:
+            self.logger.info(message)
 
     def write_config(self, config: dict) -> None:
-        (self.path / "config.json").write_text(json.dumps({**config, "git_commit": git_commit()}, indent=2,
-                                                          default=str))
+        if self.writes:
+            (self.path / "config.json").write_text(json.dumps({**config, "git_commit": git_commit()}, indent=2,
+                                                              default=str))
 
     def add_scalars(self, iteration: int, scalars: dict) -> None:
         """Queue scalars (tensors or numbers) of one iteration."""
@@ -119,6 +127,8 @@ class RunFolder:
         """To TensorBoard, and to ``scalars.csv`` (iteration, name, value; iterations 1-based as in
         the log) for plotting without TensorBoard. A resumed run appends; read the last value of
         each (iteration, name)."""
+        if not self.writes:
+            return
         csv_path = self.path / "scalars.csv"
         new = not csv_path.exists()
         with open(csv_path, "a", newline="") as f:
@@ -133,13 +143,13 @@ class RunFolder:
                     self.writer.add_scalar(name, value, iteration)
 
     def save(self, name: str, state: dict) -> Path:
-        return save_checkpoint(state, self.path / name)
+        return save_checkpoint(state, self.path / name) if self.writes else self.path / name
 
     def close(self) -> None:
         self.flush_scalars()
         if self.writer is not None:
             self.writer.close()
-        for handler in list(self.logger.handlers):
+        for handler in list(self.logger.handlers) if self.writes else []:
             handler.close()
             self.logger.removeHandler(handler)
 

@@ -13,6 +13,7 @@ from dataloaders.check_data import check_cases, data_report
 from dataloaders.datasets import case_format
 from networks.vnet import VNet
 from utils.checkpoint import load_checkpoint
+from utils.distributed import Ranks, ranks_from_environment
 from utils.device import (amp_dtype, random_states, restore_random_states, runtime_versions, seed_everything,
                           select_device, warn_known_bad_runtime)
 from utils.errors import UserError
@@ -23,9 +24,10 @@ from utils.validation import Validator
 VNET_CONFIG = {"n_channels": 1, "n_filters": 16, "normalization": "batchnorm", "has_dropout": True}
 
 
-def setup(args: argparse.Namespace) -> tuple[torch.device, dict | None]:
-    """Device and seeds, and the checkpoint to continue from with ``--resume``; fails early
-    if a fresh run would overwrite checkpoints."""
+def setup(args: argparse.Namespace) -> tuple[torch.device, dict | None, Ranks]:
+    """Device and seeds, the checkpoint to continue from with ``--resume``, and this process's
+    place under torchrun (rank 0 of 1 without it); fails early if a fresh run would overwrite
+    checkpoints."""
     folder = run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model)
     resume_from = None
     if args.resume:
@@ -38,30 +40,38 @@ def setup(args: argparse.Namespace) -> tuple[torch.device, dict | None]:
             raise UserError(f"{path} cannot be resumed from (it has no training state); use latest.pth or iter_N.pth")
     else:
         check_free(folder, args.overwrite)
-    device = select_device(args.gpu)
+    ranks = ranks_from_environment()
+    device = ranks.device(select_device(args.gpu))
+    ranks.start(device)
     seed_everything(args.seed, bool(args.deterministic))
-    return device, resume_from
+    return device, resume_from, ranks
 
 
-def open_run(args: argparse.Namespace, device: torch.device) -> RunFolder:
-    """The run folder with config.json and the run header in the log (after the data checks passed)."""
+def open_run(args: argparse.Namespace, device: torch.device, ranks: Ranks = Ranks()) -> RunFolder:
+    """The run folder with config.json and the run header in the log (after the data checks
+    passed); under torchrun only rank 0 writes it."""
     run = RunFolder(run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model),
-                    overwrite=args.overwrite or bool(args.resume))
+                    overwrite=args.overwrite or bool(args.resume), writes=ranks.is_main)
     versions = runtime_versions()
     run.write_config({"args": vars(args), "runtime": versions})
     run.info(f"run folder {run.path}")
     run.info("runtime " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     if device.type == "cpu":
         run.info("CUDA is not available: training on the CPU")
+    if ranks.distributed:
+        run.info(f"DistributedDataParallel over {ranks.world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}), "
+                 f"{args.batch_size} samples per process per iteration"
+                 + ("" if device.type == "cuda" else "; CPU processes keep per-process BatchNorm batch statistics"))
     warning = warn_known_bad_runtime()
     if warning:
         run.info(f"WARNING: {warning}")
     return run
 
 
-def make_validator(args: argparse.Namespace, device: torch.device):
-    """The validator for ``--val_list`` (its cases checked first), or None."""
-    if not args.val_list:
+def make_validator(args: argparse.Namespace, device: torch.device, ranks: Ranks = Ranks()):
+    """The validator for ``--val_list`` (its cases checked first), or None; under torchrun
+    rank 0 validates while the others wait for it at the next gradient exchange."""
+    if not args.val_list or not ranks.is_main:
         return None
     layout = case_format(args.root_path)
     volumes = check_cases(args.root_path, read_case_list(args.val_list), args.num_classes, layout.read,
@@ -113,14 +123,20 @@ def checkpoint_state(iteration: int, args: argparse.Namespace, student: nn.Modul
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "args": vars(args)}
 
 
-def restore(state: dict, models: dict, optimizer, scaler) -> int:
-    """Load weights, optimizer and scaler state and the random states of a checkpoint;
-    returns the number of iterations done. ``models`` maps checkpoint keys to modules."""
+def restore(state: dict, models: dict, optimizer, scaler, ranks: Ranks = Ranks()) -> int:
+    """Load weights, optimizer and scaler state and the random states of a checkpoint (each
+    rank its own where the checkpoint has them for this many ranks); returns the number of
+    iterations done. ``models`` maps checkpoint keys to modules."""
     for key, model in models.items():
         model.load_state_dict(state[key])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
-    restore_random_states(state["random_states"])
+    per_rank = state.get("rank_random_states") or [state["random_states"]]
+    if len(per_rank) == ranks.world_size:
+        restore_random_states(per_rank[ranks.rank])
+    else:  # another number of processes: the noise streams cannot continue exactly
+        restore_random_states(state["random_states"])
+        ranks.reseed(int(state["iteration"]))
     return int(state["iteration"])
 
 
@@ -152,8 +168,8 @@ class Periodic:
 
     def __init__(self, run: RunFolder, max_iterations: int, log_every: int, save_every: int, snapshot_every: int,
                  val_every: int = 0, validator=None, device: torch.device | None = None, batches=None,
-                 start: int = 0, best_score: float = -1.0, warmup: int = 20):
-        self.run, self.max_iterations = run, max_iterations
+                 start: int = 0, best_score: float = -1.0, warmup: int = 20, ranks: Ranks = Ranks()):
+        self.run, self.max_iterations, self.ranks = run, max_iterations, ranks
         self.log_every, self.save_every, self.snapshot_every, self.val_every = log_every, save_every, snapshot_every, val_every
         self.validator = validator
         self.best_score = best_score
@@ -181,7 +197,9 @@ class Periodic:
         save = done % self.save_every == 0 or last
         if done % self.log_every == 0 or validate or snapshot or save:
             self.last = self.run.flush_scalars()  # raises TrainingDiverged on a non-finite loss
-        state = None
+        # Every rank takes part in building a saved state (each adds its random streams);
+        # rank 0's run folder writes it, the others' write nothing.
+        state = self._state(checkpoint, all_ranks=True) if snapshot or save else None
         if validate:
             start = time.perf_counter()
             score = self.validator(model)
@@ -190,17 +208,21 @@ class Periodic:
             self.run.flush_scalars()
             if score > self.best_score:
                 self.best_score = score
-                state = self._state(checkpoint)
-                self.run.save("best_model.pth", {**state, "val_dice": score})
+                if state is not None:
+                    state["best_val_dice"] = score  # so a resumed run knows the new best
+                best = {**(state or self._state(checkpoint, all_ranks=False)), "best_val_dice": score}
+                self.run.save("best_model.pth", {**best, "val_dice": score})
                 self.run.info(f"new best validation Dice {score:.4f} at iteration {done}: best_model.pth")
         if snapshot:
-            state = state or self._state(checkpoint)
             self.run.info(f"saved {self.run.save(f'iter_{done}.pth', state)}")
         if save:
-            self.run.save("latest.pth", state or self._state(checkpoint))
+            self.run.save("latest.pth", state)
 
-    def _state(self, checkpoint: Callable[[], dict]) -> dict:
-        state = {**checkpoint(), "random_states": random_states(), "best_val_dice": self.best_score}
+    def _state(self, checkpoint: Callable[[], dict], all_ranks: bool) -> dict:
+        states = random_states()
+        state = {**checkpoint(), "random_states": states, "best_val_dice": self.best_score}
+        if all_ranks and self.ranks.distributed:
+            state["rank_random_states"] = self.ranks.gather(states)
         for key in ("student", "teacher"):
             broken = [name for name, t in (state.get(key) or {}).items()
                       if t.is_floating_point() and not bool(torch.isfinite(t).all())]

@@ -1,0 +1,154 @@
+"""reproduce.py: the grid runs, evaluates the last checkpoints, aggregates over seeds, skips
+finished runs, resumes unfinished ones, and refuses evaluation cases it trained on."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, TINY, log_lines, run_script, script_env
+from dataloaders.synthetic import generate_dataset
+from utils.grid_results import Run, collect, differences, markdown_report, mean_std
+
+PATCH = ["--patch_size", "32", "32", "16"]
+
+
+def reproduce(args, cwd, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "reproduce.py"), *map(str, args)], cwd=cwd, env=script_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("grid")
+    volumes = generate_dataset(cwd / "data", num_train=8, num_test=2, size=(48, 48, 24))
+    args = ["--dataset_name", "Synthetic", "--root_path", volumes, "--labelnum", "2", "--seeds", "1", "2",
+            "--max_iterations", "4", "--val_every", "2", "--out", "res", "--figure_cases", "1",
+            "--train_args", " ".join([*PATCH, "--save_every", "2", "--log_every", "2"]),
+            "--eval_args", " ".join(PATCH)]
+    # an unfinished run already there: the grid must continue it, not start over
+    ok(run_script("train_mean_teacher.py", ["--dataset_name", "Synthetic", "--root_path", volumes, *TINY,
+                                            "--max_iterations", "2", "--exp", "repro4_s2", "--save_every", "2",
+                                            "--train_list", cwd / "data" / "train.list"], cwd))
+    first = ok(reproduce(args, cwd))
+    return cwd, args, first, cwd / "res"
+
+
+def ok(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_every_run_is_trained_and_its_last_checkpoint_evaluated(grid):
+    cwd, _, first, out = grid
+    assert "4 runs: SUP, MT x labelnum [2] of 8 training cases x seeds [1, 2]" in first.stdout
+    assert first.stdout.count("training (start)") == 3 and first.stdout.count("training (resume)") == 1
+    resumed = cwd / "model" / "Synthetic_repro4_s2_2_labeled" / "MT"
+    assert log_lines(resumed, "resumed after iteration 2")
+    for name in ("SUP_2_s1", "MT_2_s1", "MT_2_s1_teacher", "SUP_2_s2", "MT_2_s2", "MT_2_s2_teacher"):
+        summary = json.loads((out / "eval" / name / "summary.json").read_text())
+        assert summary["iteration"] == 4 and summary["checkpoint"].endswith("iter_4.pth")
+        assert summary["model"] == ("teacher" if name.endswith("teacher") else "student")
+
+
+def test_results_are_the_mean_and_std_over_seeds(grid):
+    _, _, _, out = grid
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["model"]) for r in results["rows"]] == [("SUP", "student"), ("MT", "student"),
+                                                                     ("MT", "teacher")]
+    for row in results["rows"]:
+        suffix = "_teacher" if row["model"] == "teacher" else ""
+        per_seed = [json.loads((out / "eval" / f"{row['method']}_2_s{s}{suffix}" / "summary.json").read_text())
+                    ["classes"]["class_1"]["dice"]["mean"] for s in (1, 2)]
+        assert row["per_seed"]["dice"] == per_seed and row["seeds"] == [1, 2]
+        assert row["mean"]["dice"] == pytest.approx(np.mean(per_seed))
+        assert row["std"]["dice"] == pytest.approx(np.std(per_seed, ddof=1))
+        assert row["labeled_percent"] == 25.0
+    md = (out / "results.md").read_text()
+    assert "| labeled-only | 2 (25 %) | 2 |" in md and "| Mean Teacher (teacher) | 2 (25 %) | 2 |" in md
+    assert "python train_mean_teacher.py --dataset_name Synthetic" in md and "python inference.py" in md
+    assert "--iteration 4" in md and "**last** checkpoint" in md
+
+
+def test_pictures_are_written(grid):
+    _, _, _, out = grid
+    for name in ("curves.png", "comparison_2.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+        assert f"![{name}]({name})" in (out / "results.md").read_text()
+
+
+def test_rerun_skips_finished_runs(grid):
+    cwd, args, _, out = grid
+    checkpoints = {p: p.stat().st_mtime_ns for p in (cwd / "model").rglob("iter_4.pth")}
+    assert len(checkpoints) == 4
+    again = ok(reproduce(args, cwd))
+    assert "training (" not in again.stdout and again.stdout.count("trained already") == 4
+    assert {p: p.stat().st_mtime_ns for p in (cwd / "model").rglob("iter_4.pth")} == checkpoints
+    assert json.loads((out / "results.json").read_text())["rows"]
+
+
+def test_dry_run_prints_commands_only(grid, tmp_path):
+    cwd, args, _, _ = grid
+    proc = ok(reproduce([*args[:-6], "--seeds", "7", "--dry_run", "--out", tmp_path / "dry"], cwd))
+    assert "train_sup.py" in proc.stdout and "--seed 7" in proc.stdout and "inference.py" in proc.stdout
+    assert not (cwd / "model" / "Synthetic_repro4_s7_2_labeled").exists()
+    assert not (tmp_path / "dry" / "results.md").exists()
+
+
+def test_evaluating_on_training_cases_is_refused(grid):
+    cwd, _, _, _ = grid
+    proc = reproduce(["--dataset_name", "Synthetic", "--root_path", cwd / "data" / "volumes",
+                      "--eval_list", cwd / "data" / "train.list", "--dry_run"], cwd)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "case(s) are in both" in proc.stderr and "never trained on" in proc.stderr
+
+
+def test_labelnum_out_of_range_is_refused(grid):
+    cwd, _, _, _ = grid
+    proc = reproduce(["--dataset_name", "Synthetic", "--root_path", cwd / "data" / "volumes", "--labelnum", "8",
+                      "--dry_run"], cwd)
+    assert proc.returncode != 0 and "--labelnum 8 must be between 1 and 7" in proc.stderr
+
+
+# ------------------------------------------------------------------ aggregation on known numbers
+def write_summary(folder, dice_by_class, empty=0):
+    folder.mkdir(parents=True)
+    classes = {f"class_{c}": {**{m: {"mean": d if m in ("dice", "jaccard") else 10 * d, "std": 0.0, "cases": 3}
+                                 for m in ("dice", "jaccard", "hd95", "asd")},
+                              "empty_predictions": empty, "empty_ground_truth": 0, "flagged_cases": []}
+               for c, d in enumerate(dice_by_class, 1)}
+    (folder / "summary.json").write_text(json.dumps({"classes": classes, "units": "voxels", "iteration": 9}))
+
+
+def test_collect_averages_classes_then_seeds(tmp_path):
+    runs = [Run(m, 5, s, f"x_s{s}") for s in (1, 2, 3) for m in ("SUP", "MT")]
+    values = {("SUP", 1): (0.6, 0.8), ("SUP", 2): (0.5, 0.7), ("SUP", 3): (0.7, 0.9),
+              ("MT", 1): (0.7, 0.9), ("MT", 2): (0.6, 0.6), ("MT", 3): (0.8, 1.0)}
+    for run in runs:
+        write_summary(run.eval_dir(tmp_path, False), values[run.method, run.seed], empty=1)
+        if run.method == "MT":
+            write_summary(run.eval_dir(tmp_path, True), (0.5, 0.5))
+    rows = collect(runs, tmp_path, "X", [5], 50)
+    sup, mt, teacher = rows
+    assert sup["per_seed"]["dice"] == pytest.approx([0.7, 0.6, 0.8])
+    assert sup["mean"]["dice"] == pytest.approx(0.7) and sup["std"]["dice"] == pytest.approx(0.1)
+    assert sup["mean"]["hd95"] == pytest.approx(7.0) and sup["labeled_percent"] == 10.0
+    assert sup["empty_predictions"] == 6 and teacher["empty_predictions"] == 0
+    assert sup["per_class"]["class_2"]["dice"]["mean"] == pytest.approx(0.8)
+    diff = {d["model"]: d for d in differences(rows)}
+    assert diff["student"]["dice_points"] == pytest.approx([10.0, 0.0, 10.0])
+    assert diff["teacher"]["mean"] == pytest.approx(-20.0)
+    md = markdown_report({"dataset": "X", "train_list": "t", "eval_list": "e", "val_list": "e",
+                          "max_iterations": 9, "seeds": [1, 2, 3], "command": "python reproduce.py"},
+                         rows, [["python", "train_sup.py"]], ["curves.png"])
+    assert "| labeled-only | 5 (10 %) | 3 | 70.00 ± 10.00 |" in md
+    assert "- 5 labeled, MT student: +6.67 ± 5.77 (per seed: +10.00, +0.00, +10.00)" in md
+    assert "Dice % per foreground class" in md and "![curves.png](curves.png)" in md
+
+
+def test_mean_std_of_one_or_no_value():
+    assert mean_std([0.5])[0] == 0.5 and math.isnan(mean_std([0.5])[1])
+    assert all(math.isnan(v) for v in mean_std([float("nan"), None]))
