@@ -28,6 +28,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dataloaders.case_lists import read_case_list
@@ -55,9 +56,12 @@ def parse_args():
     p.add_argument("--max_iterations", type=int, default=6000)
     p.add_argument("--val_every", type=int, default=None, help="iterations between validations (default: 1/12 of the run)")
     p.add_argument("--exp", default="repro", help="experiment prefix of the run folders")
-    p.add_argument("--train_args", default="", help="more flags for both training scripts, quoted")
-    p.add_argument("--mt_args", default="", help="more flags for train_mean_teacher.py only, quoted")
-    p.add_argument("--eval_args", default="", help="more flags for inference.py, quoted")
+    p.add_argument("--train_args", default="", help='more flags for both training scripts: --train_args="--flag value"')
+    p.add_argument("--mt_args", default="", help='more flags for train_mean_teacher.py only: --mt_args="--flag value"')
+    p.add_argument("--eval_args", default="", help='more flags for inference.py: --eval_args="--flag value"')
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at the same time (several small runs can share one GPU; on a CPU set "
+                        "OMP_NUM_THREADS so that jobs x threads fits the cores)")
     p.add_argument("--figure_cases", type=int, default=3, help="evaluation cases in the comparison figure")
     p.add_argument("--gpu", default="0")
     p.add_argument("--out", default=None, help="results folder (default: results/{dataset}_{exp}{iterations})")
@@ -65,6 +69,8 @@ def parse_args():
     args = p.parse_args()
     if args.max_iterations < 1:
         raise UserError(f"--max_iterations must be at least 1, got {args.max_iterations}")
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     return args
 
 
@@ -155,6 +161,30 @@ def execute(command: list[str], log_path: Path, what: str) -> float:
     return time.perf_counter() - start
 
 
+def complete(args, run: Run, name: str) -> None:
+    """Train ``run`` (or resume it, or nothing if finished), then evaluate its last checkpoint
+    (student, and teacher for Mean Teacher) unless that evaluation exists."""
+    folder = run_folder_path(args.dataset_name, run.exp, run.labelnum, run.method)
+    state = training_state(folder, args.max_iterations)
+    command = train_command(args, run) + (["--resume"] if state == "resume" else [])
+    if args.dry_run:
+        print(f"{name}: {'trained already' if state == 'finished' else shlex.join(command)}")
+    elif state == "finished":
+        print(f"{name}: trained already")
+    else:
+        print(f"{name}: training ({state}) ...", flush=True)
+        seconds = execute(command, args.out / "logs" / f"train_{run.name}.txt", f"training {run.name}")
+        print(f"{name}: trained in {seconds / 60:.1f} min", flush=True)
+    for teacher in METHODS[run.method].evaluated_models:
+        command = eval_command(args, run, teacher)
+        summary = run.eval_dir(args.out, teacher) / "summary.json"
+        if args.dry_run:
+            print(f"{name}: {shlex.join(command)}")
+        elif not (summary.is_file() and json.loads(summary.read_text()).get("iteration") == args.max_iterations):
+            execute(command, args.out / "logs" / f"eval_{run.name}{'_teacher' if teacher else ''}.txt",
+                    f"evaluating {run.name}")
+
+
 @report_user_errors
 def main():
     args = parse_args()
@@ -163,31 +193,23 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"{len(runs)} runs: {', '.join(args.methods)} x labelnum {args.labelnum} of {args.train_cases} training "
           f"cases x seeds {args.seeds}; {args.max_iterations} iterations; evaluation on {args.eval_cases} cases of "
-          f"{args.eval_list}; results in {args.out}")
-    commands = []
-    for number, run in enumerate(runs, 1):
-        folder = run_folder_path(args.dataset_name, run.exp, run.labelnum, run.method)
-        command, state = train_command(args, run), training_state(folder, args.max_iterations)
-        commands.append(shown(command))
-        command += ["--resume"] if state == "resume" else []
-        name = f"[{number}/{len(runs)}] {run.name}"
-        if args.dry_run:
-            print(f"{name}: {'finished' if state == 'finished' else shlex.join(command)}")
-        elif state == "finished":
-            print(f"{name}: trained already")
-        else:
-            print(f"{name}: training ({state}) ...", flush=True)
-            seconds = execute(command, args.out / "logs" / f"train_{run.name}.txt", f"training {run.name}")
-            print(f"{name}: trained in {seconds / 60:.1f} min", flush=True)
-        for teacher in METHODS[run.method].evaluated_models:
-            command = eval_command(args, run, teacher)
-            commands.append(shown(command))
-            summary = run.eval_dir(args.out, teacher) / "summary.json"
-            if args.dry_run:
-                print(f"{name}: {shlex.join(command)}")
-            elif not (summary.is_file() and json.loads(summary.read_text()).get("iteration") == args.max_iterations):
-                execute(command, args.out / "logs" / f"eval_{run.name}{'_teacher' if teacher else ''}.txt",
-                        f"evaluating {run.name}")
+          f"{args.eval_list}; results in {args.out}" + (f"; {args.jobs} at a time" if args.jobs > 1 else ""))
+    names = [f"[{number}/{len(runs)}] {run.name}" for number, run in enumerate(runs, 1)]
+    pool = ThreadPoolExecutor(max_workers=1 if args.dry_run else args.jobs)
+    futures = [pool.submit(complete, args, run, name) for run, name in zip(runs, names)]
+    try:
+        for finished in futures:
+            finished.result()
+    except UserError:  # the first failure: start nothing more, let the running ones end
+        running = sum(f.running() for f in futures)
+        if running:
+            print(f"a run failed; waiting for the {running} run(s) in progress", file=sys.stderr, flush=True)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    commands = [shown(c) for run in runs
+                for c in [train_command(args, run), *(eval_command(args, run, t)
+                                                      for t in METHODS[run.method].evaluated_models)]]
     if args.dry_run:
         return
 

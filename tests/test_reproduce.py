@@ -25,7 +25,7 @@ def grid(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("grid")
     volumes = generate_dataset(cwd / "data", num_train=8, num_test=2, size=(48, 48, 24))
     args = ["--dataset_name", "Synthetic", "--root_path", volumes, "--labelnum", "2", "--seeds", "1", "2",
-            "--max_iterations", "4", "--val_every", "2", "--out", "res", "--figure_cases", "1",
+            "--max_iterations", "4", "--val_every", "2", "--out", "res", "--figure_cases", "1", "--jobs", "2",
             "--train_args", " ".join([*PATCH, "--save_every", "2", "--log_every", "2"]),
             "--eval_args", " ".join(PATCH)]
     # an unfinished run already there: the grid must continue it, not start over
@@ -44,6 +44,7 @@ def ok(proc):
 def test_every_run_is_trained_and_its_last_checkpoint_evaluated(grid):
     cwd, _, first, out = grid
     assert "4 runs: SUP, MT x labelnum [2] of 8 training cases x seeds [1, 2]" in first.stdout
+    assert "2 at a time" in first.stdout
     assert first.stdout.count("training (start)") == 3 and first.stdout.count("training (resume)") == 1
     resumed = cwd / "model" / "Synthetic_repro4_s2_2_labeled" / "MT"
     assert log_lines(resumed, "resumed after iteration 2")
@@ -104,6 +105,15 @@ def test_evaluating_on_training_cases_is_refused(grid):
                       "--eval_list", cwd / "data" / "train.list", "--dry_run"], cwd)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "case(s) are in both" in proc.stderr and "never trained on" in proc.stderr
+
+
+def test_a_failing_run_stops_the_grid_with_one_line(grid, tmp_path):
+    cwd, args, _, _ = grid
+    proc = reproduce([*args[:-6], "--seeds", "5", "--out", tmp_path / "bad", "--train_args", "--base_lr -1 --bogus"],
+                     cwd)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "training SUP_2_s5 failed (exit 2)" in proc.stderr and "rerun the same command" in proc.stderr
+    assert (tmp_path / "bad" / "logs" / "train_SUP_2_s5.txt").is_file()
 
 
 def test_labelnum_out_of_range_is_refused(grid):
