@@ -1,0 +1,19 @@
+#!/bin/bash
+# The LA grid of reproduce.py (dev split; SUP and MT; 6 and 13 labeled; 3 seeds; 6000
+# iterations) on a lent GPU, JOBS runs at a time, with the data in /tmp/LA (stash.sh).
+# Finished runs stay in model/ while the machine is warm, so a later call continues the grid.
+# What is small comes back in $OUT: the console, and results/ plus each run's log, scalars
+# and config in la_grid.tgz (the pictures need matplotlib: carry it as wheels, device README).
+# Usage: reproduce_la.sh [JOBS] [more reproduce.py flags]
+set -o pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+LA=${LA:-/tmp/LA}
+JOBS=${1:-3}; shift
+python3 reproduce.py --dataset_name LA --root_path "$LA/2018LA_Seg_Training Set" --train_list "$LA/dev_train.list" \
+  --eval_list "$LA/dev_val.list" --jobs "$JOBS" --train_args="--deterministic 0 --log_every 100" "$@" 2>&1 \
+  | tee "$OUT/reproduce.txt" | tail -n 40
+STATUS=$?
+tar czf "$OUT/la_grid.tgz" results model/LA_repro*/*/log.txt model/LA_repro*/*/scalars.csv \
+  model/LA_repro*/*/config.json 2>/dev/null
+exit $STATUS
