@@ -10,12 +10,19 @@ import torch
 from torch import nn
 
 from conftest import REPO, log_lines, script_env
+from dataloaders.case_lists import read_case_list
+from dataloaders.check_data import check_cases
+from dataloaders.datasets import case_format
+from networks.vnet import VNet
 from dataloaders.batches import make_training_batches
 from dataloaders.samplers import EndlessBatchSampler, RankSlice, TwoStreamBatchSampler
 from dataloaders.synthetic import generate_dataset
 from utils.checkpoint import load_checkpoint
 from utils.distributed import Ranks, ranks_from_environment
 from utils.errors import UserError
+from utils.run_folder import read_scalars
+from utils.training import VNET_CONFIG
+from utils.validation import Validator
 
 LABELNUM, LABELED_BS, BATCH, RANKS = 4, 2, 4, 2
 FLAGS = ["--patch_size", "32", "32", "16", "--labelnum", str(LABELNUM), "--batch_size", str(BATCH),
@@ -88,7 +95,8 @@ def test_bad_environment_is_a_user_error(monkeypatch):
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp_data")
     volumes = generate_dataset(out, num_train=10, num_test=2, size=(56, 56, 32))
-    return ["--dataset_name", "Synthetic", "--root_path", str(volumes), "--train_list", str(out / "train.list")]
+    return ["--dataset_name", "Synthetic", "--root_path", str(volumes), "--val_list", str(out / "test.list"),
+            "--val_every", "3", "--train_list", str(out / "train.list")]
 
 
 def torchrun(script, args, cwd, probe_dir=None, timeout=300) -> subprocess.CompletedProcess:
@@ -142,12 +150,29 @@ def test_students_and_teachers_are_equal_on_every_rank(mt_run):
 def test_rank_zero_alone_writes_one_run_folder(mt_run):
     cwd, _, folder = mt_run
     assert [p.name for p in (cwd / "model").iterdir()] == [folder.parent.name]
-    assert sorted(p.name for p in folder.glob("*.pth")) == ["iter_6.pth", "latest.pth"]
-    iterations = log_lines(folder, "iteration")
+    assert sorted(p.name for p in folder.glob("*.pth")) == ["best_model.pth", "iter_6.pth", "latest.pth"]
+    iterations = [line for line in log_lines(folder, "iteration") if "loss/total" in line]
     assert len(iterations) == 6 and len(set(iterations)) == 6, "one log line per iteration, from one rank"
     assert len(log_lines(folder, "done:")) == 1
     assert log_lines(folder, "DistributedDataParallel over 2 processes (gloo)")
     assert len(list((folder / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+def test_validation_is_shared_by_the_ranks(data, mt_run):
+    """Each rank scores one of the two validation cases; the gathered mean is what one process
+    scoring both gets."""
+    _, _, folder = mt_run
+    assert len(log_lines(folder, "new best validation Dice")) >= 1
+    logged = read_scalars(folder)["val/dice"]
+    assert sorted(logged) == [3, 6]
+    root, val_list = data[3], data[5]
+    layout = case_format(root)
+    volumes = check_cases(root, read_case_list(val_list), 2, layout.read, layout.case_file)
+    assert len(volumes) == 2
+    model = VNet(n_classes=2, **VNET_CONFIG)
+    model.load_state_dict(load_checkpoint(folder / "iter_6.pth")["student"])
+    expected = Validator(volumes, (32, 32, 16), 2, torch.device("cpu"))(model)
+    assert logged[6] == pytest.approx(expected, abs=1e-6)
 
 
 def test_resume_under_torchrun_continues_exactly(data, mt_run, tmp_path):
@@ -172,7 +197,7 @@ def test_labeled_only_under_torchrun(data, tmp_path):
     for n in map(str, range(3)):
         assert len(drawn[0][n]) == LABELED_BS and not set(drawn[0][n]) & set(drawn[1][n])
     folder = tmp_path / "model" / f"Synthetic_ddp_{LABELNUM}_labeled" / "SUP"
-    assert sorted(p.name for p in folder.glob("*.pth")) == ["iter_3.pth", "latest.pth"]
+    assert sorted(p.name for p in folder.glob("*.pth")) == ["best_model.pth", "iter_3.pth", "latest.pth"]
 
 
 def test_inference_splits_cases_over_ranks(data, mt_run):

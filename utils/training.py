@@ -70,13 +70,18 @@ def open_run(args: argparse.Namespace, device: torch.device, ranks: Ranks = Rank
 
 def make_validator(args: argparse.Namespace, device: torch.device, ranks: Ranks = Ranks()):
     """The validator for ``--val_list`` (its cases checked first), or None; under torchrun
-    rank 0 validates while the others wait for it at the next gradient exchange."""
-    if not args.val_list or not ranks.is_main:
+    each rank validates every N-th case and the scores are gathered."""
+    if not args.val_list:
         return None
     layout = case_format(args.root_path)
-    volumes = check_cases(args.root_path, read_case_list(args.val_list), args.num_classes, layout.read,
+    case_ids = read_case_list(args.val_list)
+    if ranks.distributed and len(case_ids) < ranks.world_size:
+        raise UserError(f"{args.val_list} has {len(case_ids)} case(s), fewer than the {ranks.world_size} processes "
+                        "that share the validation; list more cases or start fewer processes")
+    volumes = check_cases(args.root_path, case_ids[ranks.rank::ranks.world_size], args.num_classes, layout.read,
                           layout.case_file)
-    return Validator(volumes, args.patch_size, args.num_classes, device)
+    return Validator(volumes, args.patch_size, args.num_classes, device,
+                     gather=ranks.gather if ranks.distributed else None)
 
 
 def print_data_report(args: argparse.Namespace) -> None:

@@ -9,9 +9,12 @@ class Validator:
     half-patch strides (coarser than ``inference.py``'s, to keep validation cheap)."""
 
     def __init__(self, volumes, patch_size, num_classes: int, device: torch.device,
-                 amp_dtype: torch.dtype | None = None):
-        """``volumes``: the validation cases' (image, label) arrays, each (X, Y, Z)."""
+                 amp_dtype: torch.dtype | None = None, gather=None):
+        """``volumes``: the validation cases' (image, label) arrays, each (X, Y, Z). Under
+        torchrun each rank holds a share of the cases and ``gather`` (``Ranks.gather``) collects
+        every rank's scores, so all ranks return the same mean."""
         self.volumes = list(volumes)
+        self.gather = gather
         self.patch_size = tuple(patch_size)
         self.num_classes = num_classes
         self.device = device
@@ -31,4 +34,7 @@ class Validator:
                 denominator = p.sum() + g.sum()
                 scores.append(2 * (p & g).sum() / denominator if denominator > 0 else torch.tensor(0.0))
         model.train(was_training)
-        return float(torch.stack([s.float().cpu() for s in scores]).mean())
+        scores = [float(s) for s in scores]
+        if self.gather is not None:
+            scores = [s for part in self.gather(scores) for s in part]
+        return sum(scores) / len(scores)
