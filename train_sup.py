@@ -6,6 +6,7 @@ Each iteration takes ``labeled_bs`` labeled patches (the labeled part of a Mean 
 batch); ``--batch_size`` is accepted for command-line compatibility and not used.
 
     python train_sup.py --dataset_name LA --labelnum 16 --gpu 0
+    torchrun --nproc_per_node 2 train_sup.py --dataset_name LA --labelnum 16 --gpu 0,1
 """
 import torch
 from tqdm import tqdm
