@@ -4,7 +4,9 @@ volume, then Dice, Jaccard, 95HD and ASD per foreground class.
     python inference.py --dataset_name LA --exp vnet --model MT --labelnum 16
 
 finds ``model/LA_vnet_16_labeled/MT/`` and its last ``iter_N.pth`` (or pass ``--checkpoint``,
-``--iteration N``, ``--use_best``), and writes to ``<run>/test/`` (or ``--out``):
+``--iteration N``, ``--use_best``), and writes to ``<run>/test/`` (or ``--out``; other
+checkpoints, ``--teacher`` and ``--lcc`` get their own folders: ``test_teacher``,
+``test_iter_2000``, ``test_lcc``, ...):
 
     metrics.csv     one row per case and foreground class, with the seconds it took
     summary.json    mean and std of each metric, the checkpoint, iteration and all flags
@@ -123,6 +125,17 @@ def find_checkpoint(args) -> Path:
     if not snapshots:
         raise UserError(f"no iter_N.pth checkpoint in {run}; has the training finished a save?")
     return snapshots[-1]
+
+
+def default_out(args, path: Path) -> Path:
+    """``<run>/test`` for the student of the last snapshot; other evaluations get their own
+    folder (``test_teacher``, ``test_iter_2000``, ``test_best_model_lcc``, ...), so that none
+    overwrites another."""
+    parts = ["test"]
+    if args.checkpoint or args.iteration is not None or args.use_best:
+        parts.append(path.stem)
+    parts += ["teacher"] * args.teacher + ["lcc"] * args.lcc
+    return path.parent / "_".join(parts)
 
 
 def load_network(checkpoint: dict, path: Path, teacher: bool, num_classes: int, device) -> torch.nn.Module:
@@ -279,7 +292,7 @@ def main():
     iteration = checkpoint.get("iteration")
     del checkpoint  # the optimizer state is not needed
     autocast = amp_dtype(device, bool(args.amp))
-    out = Path(args.out) if args.out else path.parent / "test"
+    out = Path(args.out) if args.out else default_out(args, path)
     out.mkdir(parents=True, exist_ok=True)
     log = Log(out / "log.txt", writes=ranks.is_main)
     log(f"evaluating {path} ({'teacher' if args.teacher else 'student'}, iteration {iteration}) on "

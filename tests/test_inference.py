@@ -139,7 +139,7 @@ def test_end_to_end_with_nifti_and_png(trained, syn):
     proc = ok(run_script("inference.py", ["--dataset_name", "Synthetic", "--labelnum", "2", "--root_path", syn.root,
                                           "--test_list", syn.test_list, *WINDOWS, "--lcc", "--save_pred",
                                           "--save_png"], trained))
-    out = run_folder(trained) / "test"
+    out = run_folder(trained) / "test_lcc"
     rows = read_csv(out / "metrics.csv")
     assert [r["case"] for r in rows] == syn.test_ids and all(r["class"] == "1" for r in rows)
     assert set(rows[0]) >= {"case", "class", "dice", "jaccard", "hd95", "asd", "empty_pred", "empty_gt", "lcc",
@@ -192,6 +192,16 @@ def test_teacher_iteration_and_lcc_off_are_recorded(trained, small, monkeypatch,
     assert all(r["lcc"] == "False" for r in read_csv(tmp_path / "metrics.csv"))
     assert "lcc off" in stdout
     assert not list(tmp_path.glob("*.nii.gz")) and not list(tmp_path.glob("*.png"))
+
+
+def test_evaluations_do_not_overwrite_each_other(trained, small):
+    folder = run_folder(trained)
+    for extra, name in (([], "test"), (["--teacher"], "test_teacher"), (["--iteration", "2", "--teacher"],
+                                                                        "test_iter_2_teacher")):
+        ok(run_script("inference.py", [*small_args(small, windows=WINDOWS[:4]), *extra], trained))
+        summary = json.loads((folder / name / "summary.json").read_text())
+        assert summary["model"] == ("teacher" if "--teacher" in extra else "student")
+    assert json.loads((folder / "test" / "summary.json").read_text())["model"] == "student"
 
 
 def empty_checkpoint(trained, path):
