@@ -80,8 +80,8 @@ def make_validator(args: argparse.Namespace, device: torch.device, ranks: Ranks 
                         "that share the validation; list more cases or start fewer processes")
     volumes = check_cases(args.root_path, case_ids[ranks.rank::ranks.world_size], args.num_classes, layout.read,
                           layout.case_file)
-    return Validator(volumes, args.patch_size, args.num_classes, device,
-                     gather=ranks.gather if ranks.distributed else None)
+    return Validator(volumes, args.patch_size, args.num_classes, device, amp_dtype=amp_dtype(device, bool(args.amp)),
+                     gather=ranks.gather if ranks.distributed else None)  # autocast as inference.py
 
 
 def print_data_report(args: argparse.Namespace) -> None:
