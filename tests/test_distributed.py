@@ -66,6 +66,24 @@ def test_too_few_labeled_cases_for_all_ranks_is_a_user_error(tiny_cases):
                               seed=0, device=torch.device("cpu"), on_device=True, rank=0, world_size=2)
 
 
+@pytest.mark.parametrize("on_device", [True, False])
+def test_ranks_batches_are_slices_of_the_one_process_batch(tiny_cases, on_device):
+    """Images and labels too (crops and flips included), on both data paths."""
+    labeled, unlabeled = tiny_cases.ids[:2], tiny_cases.ids[2:]
+    cpu, patch = torch.device("cpu"), (16, 16, 8)
+    whole = make_training_batches(tiny_cases.root, labeled, unlabeled, 4, 2, patch, 3, seed=4, device=cpu,
+                                  on_device=True)
+    ranks = [make_training_batches(tiny_cases.root, labeled, unlabeled, 2, 1, patch, 3, seed=4, device=cpu,
+                                   on_device=on_device, num_workers=0, start_batch=0, rank=r, world_size=2)
+             for r in range(2)]
+    for _ in range(5):
+        image, label = next(whole)
+        (image0, label0), (image1, label1) = next(ranks[0]), next(ranks[1])
+        order = [image0[:1], image1[:1], image0[1:], image1[1:]]
+        assert torch.equal(torch.cat(order), image)
+        assert torch.equal(torch.cat([label0[:1], label1[:1], label0[1:], label1[1:]]), label)
+
+
 # ------------------------------------------------------------------ one process: no-ops
 def test_single_process_is_unchanged(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
