@@ -122,7 +122,7 @@ def comparison_figure(args, labelnum: int, seed: int, path: Path) -> Path:
                     if (take(mask) == c).any():
                         ax.contour(take(mask) == c, levels=[0.5], colors=colour, linewidths=1.2,
                                    origin="lower" if axis == 1 else "upper")
-            ax.set_title(f"{case_id[:14]} {view} {index}\nDice labeled-only {100 * scores[0]:.1f}, "
+            ax.set_title(f"{case_id} {view} {index}\nDice labeled-only {100 * scores[0]:.1f}, "
                          f"Mean Teacher {100 * scores[1]:.1f}", fontsize=9)
             ax.axis("off")
     handles = [plt.Line2D([], [], color=colour, label=name) for name, colour in OUTLINES]
