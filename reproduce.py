@@ -54,7 +54,8 @@ def parse_args():
     p.add_argument("--seeds", type=int, nargs="+", default=[1337, 1338, 1339])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--max_iterations", type=int, default=6000)
-    p.add_argument("--val_every", type=int, default=None, help="iterations between validations (default: 1/12 of the run)")
+    p.add_argument("--val_every", type=int, default=None,
+                   help="iterations between validations (default: 1/12 of the run)")
     p.add_argument("--exp", default="repro", help="experiment prefix of the run folders")
     p.add_argument("--train_args", default="", help='more flags for both training scripts: --train_args="--flag value"')
     p.add_argument("--mt_args", default="", help='more flags for train_mean_teacher.py only: --mt_args="--flag value"')
@@ -213,7 +214,7 @@ def main():
     if args.dry_run:
         return
 
-    results = collect(runs, args.out, args.dataset_name, args.labelnum, args.train_cases)
+    results = collect(runs, args.out, args.labelnum, args.train_cases)
     header = {"dataset": args.dataset_name, "train_list": args.train_list, "eval_list": args.eval_list,
               "val_list": args.val_list, "max_iterations": args.max_iterations, "seeds": args.seeds,
               "command": shlex.join(shown([sys.executable, str(Path(sys.argv[0]).resolve()), *sys.argv[1:]]))}
@@ -233,8 +234,13 @@ def draw_pictures(args, runs: list[Run]) -> list[str]:
         return []
     names = [plots.training_curves(runs, args.dataset_name, args.out / "curves.png")]
     if {"SUP", "MT"} <= set(args.methods):
+        cases = read_case_list(args.eval_list)[:args.figure_cases]
         for labelnum in args.labelnum:
-            names.append(plots.comparison_figure(args, labelnum, args.seeds[0],
+            pair = [r for r in runs if r.labelnum == labelnum and r.seed == args.seeds[0]]  # SUP, then MT
+            models = [(METHODS[r.method].label, run_folder_path(args.dataset_name, r.exp, labelnum, r.method)
+                       / f"iter_{args.max_iterations}.pth", r.eval_dir(args.out, teacher=False)) for r in pair]
+            title = f"{args.dataset_name}, {labelnum} labeled, seed {args.seeds[0]}: last checkpoints"
+            names.append(plots.comparison_figure(models, args.root_path, cases, args.gpu, title,
                                                  args.out / f"comparison_{labelnum}.png"))
     return [n.name for n in names]
 

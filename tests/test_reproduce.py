@@ -141,7 +141,7 @@ def test_collect_averages_classes_then_seeds(tmp_path):
         write_summary(run.eval_dir(tmp_path, False), values[run.method, run.seed], empty=1)
         if run.method == "MT":
             write_summary(run.eval_dir(tmp_path, True), (0.5, 0.5))
-    rows = collect(runs, tmp_path, "X", [5], 50)
+    rows = collect(runs, tmp_path, [5], 50)
     sup, mt, teacher = rows
     assert sup["per_seed"]["dice"] == pytest.approx([0.7, 0.6, 0.8])
     assert sup["mean"]["dice"] == pytest.approx(0.7) and sup["std"]["dice"] == pytest.approx(0.1)

@@ -64,7 +64,7 @@ def seed_metrics(summary: dict) -> dict:
             "units": summary.get("units", "voxels")}
 
 
-def collect(runs, out: Path, dataset: str, labelnums, train_cases: int) -> list[dict]:
+def collect(runs, out: Path, labelnums, train_cases: int) -> list[dict]:
     """One row per (labelnum, method, evaluated model): per-seed values, mean and std over seeds."""
     rows = []
     for labelnum in labelnums:
@@ -124,7 +124,7 @@ def markdown_report(header: dict, rows: list[dict], commands: list[list[str]], p
              "| method | labeled | seeds | Dice % | Jaccard % | 95HD | ASD | Dice per seed | empty predictions |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        cells = [_cell(r["mean"][m], r["std"][m], m in {"dice", "jaccard"}) for m in METRICS]
+        cells = [_cell(r["mean"][m], r["std"][m], m in PERCENT) for m in METRICS]
         per_seed = ", ".join(f"{100 * d:.2f}" for d in r["per_seed"]["dice"])
         lines.append(f"| {r['label']} | {r['labelnum']} ({r['labeled_percent']:g} %) | {len(r['seeds'])} | "
                      + " | ".join(cells) + f" | {per_seed} | {r['empty_predictions']} |")

@@ -93,7 +93,7 @@ def fullest_slices(label: np.ndarray, pred: np.ndarray) -> dict:
     return indices
 
 
-def _view(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+def slice_view(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     """One slice as a picture: axial (axis 2) X across, Y down; the others with Z up."""
     plane = np.take(volume, index, axis=axis)
     return plane.T if axis == 2 else plane.T[::-1]
@@ -111,7 +111,7 @@ def case_overlay(image: np.ndarray, label: np.ndarray, pred: np.ndarray, num_cla
     panels = []
     for axis in (2, 1, 0):  # axial, coronal, sagittal
         index = slices[axis]
-        panel = overlay_slice(_view(grey, axis, index), _view(label, axis, index), _view(pred, axis, index),
+        panel = overlay_slice(slice_view(grey, axis, index), slice_view(label, axis, index), slice_view(pred, axis, index),
                               num_classes)
         panels.append(panel.repeat(scale, axis=0).repeat(scale, axis=1))
     height = max(p.shape[0] for p in panels)

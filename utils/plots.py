@@ -5,6 +5,7 @@
 * ``comparison_figure``: a few evaluation cases, each on the axial and coronal slice with the most
   ground truth, with the ground truth, labeled-only and Mean Teacher outlines.
 """
+import csv
 import json
 from pathlib import Path
 
@@ -15,10 +16,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dataloaders.case_lists import read_case_list  # noqa: E402
 from dataloaders.datasets import case_format  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.device import select_device  # noqa: E402
+from utils.overlay import fullest_slices, slice_view  # noqa: E402
 from utils.run_folder import read_scalars, run_folder_path  # noqa: E402
 from utils.sliding_window import sliding_window_predict  # noqa: E402
 
@@ -26,7 +27,7 @@ PANELS = (("loss/supervised", "supervised loss"), ("loss/consistency", "consiste
           ("train/consistency_weight", "consistency weight"), ("val/dice", "validation Dice"))
 COLOURS = {"SUP": "tab:blue", "MT": "tab:red"}
 LINESTYLES = ("-", "--", ":", "-.")
-OUTLINES = (("ground truth", "lime"), ("labeled-only", "deepskyblue"), ("Mean Teacher", "red"))
+OUTLINE_COLOURS = ("lime", "deepskyblue", "red")  # ground truth, then each model
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -76,58 +77,50 @@ def training_curves(runs, dataset: str, path: Path) -> Path:
     return path
 
 
-def _predict(checkpoint_path: Path, image: np.ndarray, patch, strides, num_classes: int, device) -> np.ndarray:
+def _case_dice(eval_dir: Path) -> dict:
+    """{case: Dice averaged over the foreground classes} from an evaluation's metrics.csv."""
+    per_case: dict = {}
+    with open(Path(eval_dir) / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            per_case.setdefault(row["case"], []).append(float(row["dice"]))
+    return {case: float(np.mean(values)) for case, values in per_case.items()}
+
+
+def comparison_figure(models: list[tuple[str, Path, Path]], root, case_ids: list[str], gpu: str, title: str,
+                      path: Path) -> Path:
+    """``case_ids`` on the axial and coronal slices with the most ground truth: the ground
+    truth and each model's prediction outlined. ``models``: (name, checkpoint, the folder of
+    its evaluation by inference.py), whose windows and per-case Dice the figure reuses."""
     from inference import load_network  # the evaluation's own loader and checks
 
-    checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
-    model = load_network(checkpoint, checkpoint_path, False, num_classes, device)
-    _, labels = sliding_window_predict(model, image, patch, *strides, num_classes, device)
-    return labels.cpu().numpy()
-
-
-def _dice(pred: np.ndarray, label: np.ndarray, num_classes: int) -> float:
-    scores = []
-    for c in range(1, num_classes):
-        p, g = pred == c, label == c
-        total = p.sum() + g.sum()
-        scores.append(2 * (p & g).sum() / total if total else 0.0)
-    return float(np.mean(scores))
-
-
-def comparison_figure(args, labelnum: int, seed: int, path: Path) -> Path:
-    """The first ``args.figure_cases`` evaluation cases, predicted by the last checkpoints of
-    the labeled-only and Mean Teacher students trained with ``labelnum`` labels and ``seed``."""
-    data = case_format(args.root_path)
-    evaluated = json.loads((args.out / "eval" / f"MT_{labelnum}_s{seed}" / "summary.json").read_text())
-    patch, strides = evaluated["patch_size"], (evaluated["stride_xy"], evaluated["stride_z"])  # as evaluated
-    device = select_device(args.gpu)
-    exp = f"{args.exp}{args.max_iterations}_s{seed}"
-    checkpoints = [run_folder_path(args.dataset_name, exp, labelnum, m) / f"iter_{args.max_iterations}.pth"
-                   for m in ("SUP", "MT")]
-    cases = read_case_list(args.eval_list)[:args.figure_cases]
-    fig, axes = plt.subplots(len(cases), 2, figsize=(8, 4 * len(cases)), squeeze=False)
-    for row, case_id in zip(axes, cases):
-        image, label = data.read(args.root_path, case_id)
+    data = case_format(root)
+    device = select_device(gpu)
+    evaluated = json.loads((Path(models[0][2]) / "summary.json").read_text())
+    patch, strides = evaluated["patch_size"], (evaluated["stride_xy"], evaluated["stride_z"])
+    networks = [load_network(load_checkpoint(checkpoint, map_location="cpu"), checkpoint, False, data.num_classes,
+                             device) for _, checkpoint, _ in models]
+    dice = [_case_dice(eval_dir) for _, _, eval_dir in models]
+    outlines = list(zip(OUTLINE_COLOURS, ["ground truth"] + [name for name, _, _ in models]))
+    fig, axes = plt.subplots(len(case_ids), 2, figsize=(8, 4 * len(case_ids)), squeeze=False)
+    for row, case_id in zip(axes, case_ids):
+        image, label = data.read(root, case_id)
         with torch.no_grad():
-            preds = [_predict(c, image, patch, strides, data.num_classes, device) for c in checkpoints]
-        scores = [_dice(p, label, data.num_classes) for p in preds]
-        foreground = label > 0
+            preds = [sliding_window_predict(net, image, patch, *strides, data.num_classes, device)[1].cpu().numpy()
+                     for net in networks]
+        slices = fullest_slices(label, preds[0])
+        scores = ", ".join(f"{name} {100 * d[case_id]:.1f}" for (name, _, _), d in zip(models, dice))
         for ax, axis, view in zip(row, (2, 1), ("axial", "coronal")):
-            counts = foreground.sum(axis=tuple(a for a in range(3) if a != axis))
-            index = int(counts.argmax())
-            take = lambda v: np.take(v, index, axis=axis).T  # noqa: E731  (rows: Y or Z)
-            ax.imshow(take(image), cmap="gray", origin="lower" if axis == 1 else "upper")
-            for (name, colour), mask in zip(OUTLINES, (label, *preds)):
+            ax.imshow(slice_view(image, axis, slices[axis]), cmap="gray")
+            for (colour, _), mask in zip(outlines, (label, *preds)):
+                plane = slice_view(mask, axis, slices[axis])
                 for c in range(1, data.num_classes):
-                    if (take(mask) == c).any():
-                        ax.contour(take(mask) == c, levels=[0.5], colors=colour, linewidths=1.2,
-                                   origin="lower" if axis == 1 else "upper")
-            ax.set_title(f"{case_id} {view} {index}\nDice labeled-only {100 * scores[0]:.1f}, "
-                         f"Mean Teacher {100 * scores[1]:.1f}", fontsize=9)
+                    if (plane == c).any():
+                        ax.contour(plane == c, levels=[0.5], colors=colour, linewidths=1.2)
+            ax.set_title(f"{case_id} {view} {slices[axis]}\nDice {scores}", fontsize=9)
             ax.axis("off")
-    handles = [plt.Line2D([], [], color=colour, label=name) for name, colour in OUTLINES]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9)
-    fig.suptitle(f"{args.dataset_name}, {labelnum} labeled, seed {seed}: last checkpoints", fontsize=11)
+    handles = [plt.Line2D([], [], color=colour, label=name) for colour, name in outlines]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
     fig.savefig(path, dpi=100)
     plt.close(fig)

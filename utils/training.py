@@ -59,7 +59,8 @@ def open_run(args: argparse.Namespace, device: torch.device, ranks: Ranks = Rank
     if device.type == "cpu":
         run.info("CUDA is not available: training on the CPU")
     if ranks.distributed:
-        run.info(f"DistributedDataParallel over {ranks.world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}), "
+        backend = "NCCL" if device.type == "cuda" else "gloo"
+        run.info(f"DistributedDataParallel over {ranks.world_size} processes ({backend}), "
                  f"{args.batch_size} samples per process per iteration"
                  + ("" if device.type == "cuda" else "; CPU processes keep per-process BatchNorm batch statistics"))
     warning = warn_known_bad_runtime()
@@ -214,8 +215,8 @@ class Periodic:
             if score > self.best_score:
                 self.best_score = score
                 if state is not None:
-                    state["best_val_dice"] = score  # so a resumed run knows the new best
-                best = {**(state or self._state(checkpoint, all_ranks=False)), "best_val_dice": score}
+                    state["best_val_dice"] = score  # built before this validation; a resumed run needs the new best
+                best = state or self._state(checkpoint, all_ranks=False)
                 self.run.save("best_model.pth", {**best, "val_dice": score})
                 self.run.info(f"new best validation Dice {score:.4f} at iteration {done}: best_model.pth")
         if snapshot:
