@@ -15,16 +15,21 @@ the **last** checkpoint with ``inference.py`` on the evaluation list, and writes
     curves.png        supervised loss, consistency loss and weight, validation Dice
     comparison_N.png  a few evaluation cases: ground truth, labeled-only and Mean Teacher outlines
     eval/, logs/      each evaluation's outputs, each command's console output
+    scalars/          each run's scalars.csv, which the curves are drawn from
 
 Defaults: the development split (``dev_train.list``, ``dev_val.list`` beside the data, else
 ``train.list``/``test.list``), three seeds, the original 6000-iteration schedule. Finished runs
 are skipped and unfinished ones resumed, so after an interruption the same command goes on.
+A run evaluated in ``--out`` is done even without its checkpoints, so a grid can be run in
+parts on other machines (``--labelnum 13`` there, say) and finished with the results folders
+brought back; pictures whose inputs stayed elsewhere are kept as they were drawn there.
 No checkpoint is ever chosen: the validation Dice of the curves (on ``--val_list``, by default
 the evaluation cases) is only drawn.
 """
 import argparse
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -36,7 +41,7 @@ from dataloaders.datasets import DATASETS, case_format, dataset_defaults, ensure
 from dataloaders.la_heart import check_root
 from utils.errors import UserError, report_user_errors
 from utils.grid_results import METHODS, Run, collect, markdown_report
-from utils.run_folder import run_folder_path
+from utils.run_folder import read_scalars, run_folder_path
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_LABELNUM = {"LA": (6, 13), "Hippocampus": (17, 34), "Synthetic": (2, 4)}  # about 10 % and 20 %
@@ -162,9 +167,30 @@ def execute(command: list[str], log_path: Path, what: str) -> float:
     return time.perf_counter() - start
 
 
+def evaluated(args, run: Run) -> bool:
+    """Whether every evaluation of ``run``'s last checkpoint is in ``--out`` already."""
+    summaries = [run.eval_dir(args.out, teacher) / "summary.json" for teacher in METHODS[run.method].evaluated_models]
+    return all(s.is_file() and json.loads(s.read_text()).get("iteration") == args.max_iterations for s in summaries)
+
+
+def keep_scalars(args, run: Run) -> None:
+    """Copy the run's ``scalars.csv`` into ``--out/scalars/``: the curves then need only the
+    results folder, not the run folders (whose checkpoints may stay on another machine)."""
+    source = run_folder_path(args.dataset_name, run.exp, run.labelnum, run.method) / "scalars.csv"
+    if source.is_file():
+        (args.out / "scalars").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, args.out / "scalars" / f"{run.name}.csv")
+
+
 def complete(args, run: Run, name: str) -> None:
     """Train ``run`` (or resume it, or nothing if finished), then evaluate its last checkpoint
-    (student, and teacher for Mean Teacher) unless that evaluation exists."""
+    (student, and teacher for Mean Teacher) unless that evaluation exists. A run whose
+    evaluations are all in ``--out`` is done, checkpoints or not, so a results folder brought
+    back from another machine continues the grid there."""
+    if evaluated(args, run):
+        print(f"{name}: evaluated already")
+        keep_scalars(args, run)
+        return
     folder = run_folder_path(args.dataset_name, run.exp, run.labelnum, run.method)
     state = training_state(folder, args.max_iterations)
     command = train_command(args, run) + (["--resume"] if state == "resume" else [])
@@ -184,6 +210,8 @@ def complete(args, run: Run, name: str) -> None:
         elif not (summary.is_file() and json.loads(summary.read_text()).get("iteration") == args.max_iterations):
             execute(command, args.out / "logs" / f"eval_{run.name}{'_teacher' if teacher else ''}.txt",
                     f"evaluating {run.name}")
+    if not args.dry_run:
+        keep_scalars(args, run)
 
 
 @report_user_errors
@@ -226,22 +254,40 @@ def main():
 
 
 def draw_pictures(args, runs: list[Run]) -> list[str]:
-    """curves.png and comparison_N.png (with matplotlib; skipped with a note without it)."""
+    """curves.png and comparison_N.png (with matplotlib; skipped with a note without it). A
+    picture whose inputs are not all here (scalars of some run, checkpoints of a pair) is
+    kept as it is when it exists: it was drawn where they were."""
     try:
         from utils import plots
     except ImportError as err:
         print(f"no pictures: {err} (pip install matplotlib)")
         return []
-    names = [plots.training_curves(runs, args.dataset_name, args.out / "curves.png")]
+    names = []
+    curves_path = args.out / "curves.png"
+    scalars = {r: args.out / "scalars" / f"{r.name}.csv" for r in runs}
+    if all(path.is_file() for path in scalars.values()) or not curves_path.is_file():
+        curves = {r: read_scalars(path) for r, path in scalars.items() if path.is_file()}
+        if curves:
+            names.append(plots.training_curves(curves, args.dataset_name, curves_path))
+    else:
+        print(f"{curves_path.name}: kept as it is (the scalars of some runs are not in {args.out / 'scalars'})")
+        names.append(curves_path)
     if {"SUP", "MT"} <= set(args.methods):
         cases = read_case_list(args.eval_list)[:args.figure_cases]
         for labelnum in args.labelnum:
+            path = args.out / f"comparison_{labelnum}.png"
             pair = [r for r in runs if r.labelnum == labelnum and r.seed == args.seeds[0]]  # SUP, then MT
             models = [(METHODS[r.method].label, run_folder_path(args.dataset_name, r.exp, labelnum, r.method)
                        / f"iter_{args.max_iterations}.pth", r.eval_dir(args.out, teacher=False)) for r in pair]
+            if not all(checkpoint.is_file() for _, checkpoint, _ in models):
+                if path.is_file():
+                    print(f"{path.name}: kept as it is (the checkpoints of seed {args.seeds[0]} are not here)")
+                    names.append(path)
+                else:
+                    print(f"{path.name}: not drawn (the checkpoints of seed {args.seeds[0]} are not here)")
+                continue
             title = f"{args.dataset_name}, {labelnum} labeled, seed {args.seeds[0]}: last checkpoints"
-            names.append(plots.comparison_figure(models, args.root_path, cases, args.gpu, title,
-                                                 args.out / f"comparison_{labelnum}.png"))
+            names.append(plots.comparison_figure(models, args.root_path, cases, args.gpu, title, path))
     return [n.name for n in names]
 
 

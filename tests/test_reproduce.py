@@ -2,6 +2,7 @@
 finished runs, resumes unfinished ones, and refuses evaluation cases it trained on."""
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -86,9 +87,31 @@ def test_rerun_skips_finished_runs(grid):
     checkpoints = {p: p.stat().st_mtime_ns for p in (cwd / "model").rglob("iter_4.pth")}
     assert len(checkpoints) == 4
     again = ok(reproduce(args, cwd))
-    assert "training (" not in again.stdout and again.stdout.count("trained already") == 4
+    assert "training (" not in again.stdout and again.stdout.count("evaluated already") == 4
     assert {p: p.stat().st_mtime_ns for p in (cwd / "model").rglob("iter_4.pth")} == checkpoints
     assert json.loads((out / "results.json").read_text())["rows"]
+
+
+def test_a_results_folder_alone_continues_the_grid(grid, tmp_path):
+    """Results brought back from a GPU machine without the run folders' checkpoints: the
+    evaluated runs count as done, the missing ones are trained, the pictures are kept."""
+    cwd, args, _, out = grid
+    assert sorted(p.name for p in (out / "scalars").iterdir()) == ["MT_2_s1.csv", "MT_2_s2.csv", "SUP_2_s1.csv",
+                                                                    "SUP_2_s2.csv"]
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(cwd / "data", elsewhere / "data")
+    shutil.copytree(out, elsewhere / "res")
+    pictures = {name: (out / name).read_bytes() for name in ("curves.png", "comparison_2.png")}
+    (elsewhere / "res" / "scalars" / "MT_2_s2.csv").unlink()  # as if that run's scalars were lost
+    volumes = elsewhere / "data" / "volumes"
+    moved = [volumes if a == cwd / "data" / "volumes" else a for a in args]
+    again = ok(reproduce([*moved, "--seeds", "1", "2", "3"], elsewhere))
+    assert again.stdout.count("evaluated already") == 4 and again.stdout.count("training (start)") == 2
+    assert not (elsewhere / "model" / "Synthetic_repro4_s1_2_labeled").exists()
+    assert "comparison_2.png: kept as it is" in again.stdout and "curves.png: kept as it is" in again.stdout
+    assert {name: (elsewhere / "res" / name).read_bytes() for name in pictures} == pictures
+    rows = json.loads((elsewhere / "res" / "results.json").read_text())["rows"]
+    assert all(row["seeds"] == [1, 2, 3] for row in rows)
 
 
 def test_dry_run_prints_commands_only(grid, tmp_path):

@@ -20,7 +20,6 @@ from dataloaders.datasets import case_format  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.overlay import fullest_slices, slice_view  # noqa: E402
-from utils.run_folder import read_scalars, run_folder_path  # noqa: E402
 from utils.sliding_window import sliding_window_predict  # noqa: E402
 
 PANELS = (("loss/supervised", "supervised loss"), ("loss/consistency", "consistency loss"),
@@ -46,7 +45,10 @@ def seed_mean(curves: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(common), np.array([np.mean([c[i] for c in curves]) for i in common])
 
 
-def training_curves(runs, dataset: str, path: Path) -> Path:
+def training_curves(curves: dict, dataset: str, path: Path) -> Path:
+    """One panel per scalar of PANELS, a line per method and labelnum (mean over seeds).
+    ``curves``: {Run: {scalar name: {iteration: value}}}."""
+    runs = list(curves)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4))
     labelnums = sorted({r.labelnum for r in runs})
     for method in COLOURS:
@@ -54,7 +56,7 @@ def training_curves(runs, dataset: str, path: Path) -> Path:
             chosen = [r for r in runs if r.method == method and r.labelnum == labelnum]
             if not chosen:
                 continue
-            scalars = [read_scalars(run_folder_path(dataset, r.exp, r.labelnum, r.method)) for r in chosen]
+            scalars = [curves[r] for r in chosen]
             for ax, (tag, title) in zip(axes, PANELS):
                 if not all(tag in s for s in scalars):
                     continue

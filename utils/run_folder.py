@@ -154,10 +154,12 @@ class RunFolder:
             self.logger.removeHandler(handler)
 
 
-def read_scalars(run_path) -> dict:
-    """``{name: {iteration: value}}`` from a run folder's ``scalars.csv`` (iterations 1-based;
-    where a resumed run wrote an iteration twice, the later value counts)."""
-    path = Path(run_path) / "scalars.csv"
+def read_scalars(path) -> dict:
+    """``{name: {iteration: value}}`` from a run folder's ``scalars.csv`` (``path``: the folder
+    or the file; iterations 1-based; where a resumed run wrote an iteration twice, the later
+    value counts)."""
+    path = Path(path)
+    path = path / "scalars.csv" if path.is_dir() else path
     if not path.is_file():
         raise UserError(f"{path} not found: the run has not logged yet, or predates scalars.csv "
                         "(its scalars are in the TensorBoard events)")
