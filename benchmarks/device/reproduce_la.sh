@@ -2,9 +2,10 @@
 # The LA grid of reproduce.py (dev split; SUP and MT; 6 and 13 labeled; 3 seeds; 6000
 # iterations) on a lent GPU, JOBS runs at a time, with the data in /tmp/LA (stash.sh).
 # Finished runs stay in model/ while the machine is warm, so a later call continues the grid.
-# What is small comes back in $OUT: the console, and results/ plus each run's log, scalars
-# and config in la_grid.tgz (the pictures need matplotlib: carry it as wheels, device README).
-# Usage: reproduce_la.sh [JOBS] [more reproduce.py flags]
+# What is small comes back in $OUT: the console, and results/ (tables, pictures, each run's
+# evaluation and scalars) plus each run's log and config in la_grid.tgz. Unpacked into the
+# repository, the evaluated runs count as done, so a later session runs only the rest.
+# Usage: reproduce_la.sh [JOBS] [more reproduce.py flags, e.g. --labelnum 13]
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
