@@ -176,6 +176,17 @@ def test_rank_zero_alone_writes_one_run_folder(mt_run):
     assert len(list((folder / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
+def test_logged_losses_are_the_mean_over_ranks(mt_run):
+    _, probe, folder = mt_run
+    per_rank = [json.loads((probe / f"rank{r}_losses.json").read_text()) for r in range(RANKS)]
+    logged = read_scalars(folder)
+    assert per_rank[0]["3"]["loss/total"] != pytest.approx(per_rank[1]["3"]["loss/total"], rel=1e-6)  # ranks differ
+    for name in ("loss/total", "loss/supervised", "loss/consistency"):
+        for iteration, value in logged[name].items():
+            mean = sum(r[str(iteration)][name] for r in per_rank) / RANKS
+            assert value == pytest.approx(mean, rel=1e-5, abs=1e-7), (name, iteration)
+
+
 def test_validation_is_shared_by_the_ranks(data, mt_run):
     """Each rank scores one of the two validation cases; the gathered mean is what one process
     scoring both gets."""

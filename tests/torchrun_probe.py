@@ -3,8 +3,9 @@ outside: the samples each rank drew and its final student and teacher.
 
     torchrun --nproc_per_node 2 tests/torchrun_probe.py OUT_DIR SCRIPT [script flags]
 
-writes OUT_DIR/rank{R}_batches.json ({batch number: [case indices]}) and OUT_DIR/rank{R}.pt
-(the state ``checkpoint_state`` builds at the last iteration).
+writes OUT_DIR/rank{R}_batches.json ({batch number: [case indices]}), OUT_DIR/rank{R}.pt
+(the state ``checkpoint_state`` builds at the last iteration) and OUT_DIR/rank{R}_losses.json
+({iteration (1-based): {loss name: this rank's value}}).
 """
 import json
 import os
@@ -23,6 +24,7 @@ from utils import training  # noqa: E402
 out, script, flags = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 rank = int(os.environ["RANK"])
 drawn = {}
+losses = {}
 
 original_batch = samplers.RankSlice.positioned_batch
 
@@ -37,10 +39,12 @@ original_after = training.Periodic.after
 
 
 def recording_after(self, iteration, scalars, checkpoint, model):
+    losses[iteration + 1] = {k: float(v) for k, v in scalars.items() if k.startswith("loss")}
     original_after(self, iteration, scalars, checkpoint, model)
     if iteration + 1 == self.max_iterations:
         torch.save(checkpoint(), out / f"rank{rank}.pt")
         (out / f"rank{rank}_batches.json").write_text(json.dumps(drawn))
+        (out / f"rank{rank}_losses.json").write_text(json.dumps(losses))
 
 
 samplers.RankSlice.positioned_batch = recording_batch

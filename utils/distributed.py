@@ -85,6 +85,14 @@ class Ranks:
         for b, value in zip(buffers, torch.split(flat, [b.numel() for b in buffers])):
             b.copy_(value.view_as(b))
 
+    def average(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of ``values`` over ranks (itself in one process)."""
+        if not self.distributed:
+            return values
+        total = values.clone()
+        dist.all_reduce(total)  # SUM: gloo has no AVG
+        return total / self.world_size
+
     def gather(self, value) -> list:
         """``value`` of every rank, in rank order (a picklable object)."""
         if not self.distributed:

@@ -64,11 +64,14 @@ class RunFolder:
     """Everything a run writes. Scalars are buffered as device tensors and written every
     ``flush_scalars()`` call, so logging does not stall the GPU every iteration. With
     ``writes=False`` (torchrun ranks other than 0) nothing is written, while the scalars are
-    still checked for a non-finite loss."""
+    still checked for a non-finite loss. ``average`` (under torchrun, ``Ranks.average``) turns
+    each flush's tensors into their mean over ranks, so the log shows the losses of the whole
+    batch and every rank stops together if one rank's loss is not finite."""
 
-    def __init__(self, path, overwrite: bool = False, writes: bool = True):
+    def __init__(self, path, overwrite: bool = False, writes: bool = True, average=None):
         self.path = Path(path)
         self.writes = writes
+        self.average = average or (lambda values: values)
         self._pending: list[tuple[int, dict]] = []
         self.writer = None
         if not writes:
@@ -106,7 +109,7 @@ class RunFolder:
         if not self._pending:
             return {}
         tensors = [v.float().reshape(()) for _, s in self._pending for v in s.values() if torch.is_tensor(v)]
-        fetched = iter(torch.stack(tensors).cpu().tolist() if tensors else [])  # one device sync
+        fetched = iter(self.average(torch.stack(tensors)).cpu().tolist() if tensors else [])  # one device sync
         rows = [(iteration, {k: next(fetched) if torch.is_tensor(v) else float(v) for k, v in s.items()})
                 for iteration, s in self._pending]
         self._pending.clear()

@@ -51,7 +51,7 @@ def open_run(args: argparse.Namespace, device: torch.device, ranks: Ranks = Rank
     """The run folder with config.json and the run header in the log (after the data checks
     passed); under torchrun only rank 0 writes it."""
     run = RunFolder(run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model),
-                    overwrite=args.overwrite or bool(args.resume), writes=ranks.is_main)
+                    overwrite=args.overwrite or bool(args.resume), writes=ranks.is_main, average=ranks.average)
     versions = runtime_versions()
     run.write_config({"args": vars(args), "runtime": versions})
     run.info(f"run folder {run.path}")
