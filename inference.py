@@ -161,6 +161,12 @@ def load_network(checkpoint: dict, path: Path, teacher: bool, num_classes: int, 
     return model.to(device).eval()
 
 
+def trained_normalization(checkpoint: dict) -> str:
+    """How the checkpoint's run read its images (``--normalize``); runs from before that flag
+    read the h5 values as stored."""
+    return (checkpoint.get("args") or {}).get("normalize", "none")
+
+
 def summarize(rows: list[dict], num_classes: int) -> dict:
     """Mean and std of each metric per class; 95HD/ASD over the cases where both masks exist."""
     summary = {}
@@ -289,6 +295,8 @@ def main():
     path = find_checkpoint(args)
     checkpoint = load_checkpoint(path, map_location="cpu")
     model = load_network(checkpoint, path, args.teacher, num_classes, device)
+    normalize = trained_normalization(checkpoint)
+    data = case_format(root, normalize)  # the images as the run saw them in training
     iteration = checkpoint.get("iteration")
     del checkpoint  # the optimizer state is not needed
     autocast = amp_dtype(device, bool(args.amp))
@@ -298,7 +306,8 @@ def main():
     log(f"evaluating {path} ({'teacher' if args.teacher else 'student'}, iteration {iteration}) on "
         f"{len(case_ids)} cases of {test_list}; device {device}, "
         f"{'autocast ' + str(autocast).replace('torch.', '') if autocast else 'fp32'}, patch {patch_size}, "
-        f"strides {args.stride_xy}/{args.stride_z}, lcc {'on' if args.lcc else 'off'}"
+        f"strides {args.stride_xy}/{args.stride_z}, lcc {'on' if args.lcc else 'off'}, "
+        f"{'images z-scored per case' if normalize == 'case' else 'images as stored'}"
         + (f", cases split over {ranks.world_size} processes" if ranks.distributed else ""))
 
     rows = []
@@ -357,7 +366,8 @@ def main():
         writer.writerows(rows)
     case_rows = rows[::num_classes - 1]  # one row per case for the timings
     summary = {"checkpoint": str(path), "iteration": iteration, "model": "teacher" if args.teacher else "student",
-               "lcc": args.lcc, "units": "mm" if args.spacing else "voxels", "cases": len(case_ids),
+               "lcc": args.lcc, "normalize": normalize, "units": "mm" if args.spacing else "voxels",
+               "cases": len(case_ids),
                "patch_size": list(patch_size), "stride_xy": args.stride_xy, "stride_z": args.stride_z,
                "autocast": str(autocast).replace("torch.", "") if autocast else None,
                "empty_masks": EMPTY_RULE, "classes": summarize(rows, num_classes),

@@ -54,7 +54,8 @@ def main():
                         "lower --labelnum or use train_sup.py")
     batches = make_training_batches(args.root_path, labeled_ids, unlabeled_ids, args.batch_size, args.labeled_bs,
                                     args.patch_size, args.num_classes, args.seed, device, bool(args.data_on_device),
-                                    args.num_workers, start_batch=start, rank=ranks.rank, world_size=ranks.world_size)
+                                    args.num_workers, start_batch=start, rank=ranks.rank, world_size=ranks.world_size,
+                                    normalize=args.normalize)
     validator = make_validator(args, device, ranks)
     run = open_run(args, device, ranks)
     run.info(f"{len(labeled_ids)} labeled and {len(unlabeled_ids)} unlabeled cases, patch {args.patch_size}")

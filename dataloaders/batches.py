@@ -95,11 +95,11 @@ class DeviceBatches(_Batches):
 
 def make_training_batches(root, labeled_ids, unlabeled_ids, batch_size: int, labeled_bs: int, patch_size,
                           num_classes: int, seed: int, device: torch.device, on_device: bool, num_workers: int = 2,
-                          start_batch: int = 0, rank: int = 0, world_size: int = 1):
+                          start_batch: int = 0, rank: int = 0, world_size: int = 1, normalize: str = "none"):
     """The training batch stream: ``labeled_bs`` labeled cases first, then unlabeled ones.
 
-    ``root`` is a folder of either layout (``case_format``). Every case is read and checked
-    first (``check_cases``). With no unlabeled cases and
+    ``root`` is a folder of either layout (``case_format``, with ``normalize``). Every case is
+    read and checked first (``check_cases``). With no unlabeled cases and
     ``batch_size == labeled_bs`` the batches are labeled only. ``start_batch`` skips to
     that batch, for a resumed run. Under torchrun each of the ``world_size`` ranks gets its
     own slice of a batch ``world_size`` times larger (``RankSlice``).
@@ -109,7 +109,7 @@ def make_training_batches(root, labeled_ids, unlabeled_ids, batch_size: int, lab
         raise UserError(f"{len(labeled_ids)} labeled case(s) cannot fill --labeled_bs {labeled_bs} places per batch"
                         f"{ranks}; raise --labelnum or lower --labeled_bs")
     case_ids = list(labeled_ids) + list(unlabeled_ids)
-    layout = case_format(root)
+    layout = case_format(root, normalize)
     volumes = check_cases(root, case_ids, num_classes, layout.read, layout.case_file)
     check_patch_fits({c: v[0].shape for c, v in zip(case_ids, volumes)}, patch_size)
     sampler = TwoStreamBatchSampler(range(len(labeled_ids)), range(len(labeled_ids), len(case_ids)),

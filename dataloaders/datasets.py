@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dataloaders.la_heart import case_path, read_case
+from dataloaders.la_heart import case_path, read_case, read_case_zscored
 from dataloaders.msd import case_paths, read_dataset_json, read_msd_case, read_msd_spacing
 from utils.errors import UserError
 
@@ -45,15 +45,23 @@ def _msd_image(root, case_id: str) -> Path:
     return case_paths(root, case_id)[0]
 
 
-def case_format(root) -> CaseFormat:
+# --normalize: "case" z-scores each image on its own; "none" keeps the h5 values as stored
+# (UA-MT: z-scored over the whole raw scan, then cropped). MSD images are always z-scored.
+NORMALIZATIONS = ("case", "none")
+
+
+def case_format(root, normalize: str = "none") -> CaseFormat:
     """The MSD layout where ``root`` holds a dataset.json (its labels give the classes), else
-    the UA-MT h5 layout with one foreground class and the lists beside ``root``."""
+    the UA-MT h5 layout with one foreground class and the lists beside ``root``, its images
+    z-scored per case when ``normalize`` is "case"."""
+    if normalize not in NORMALIZATIONS:
+        raise UserError(f"unknown normalization {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
     root = Path(root)
     if (root / "dataset.json").is_file():
         num_classes = read_dataset_json(root)["num_classes"]
         return CaseFormat("msd", num_classes, functools.partial(read_msd_case, num_classes=num_classes),
                           _msd_image, root, read_msd_spacing)
-    return CaseFormat("h5", 2, read_case, case_path, root.parent)
+    return CaseFormat("h5", 2, read_case_zscored if normalize == "case" else read_case, case_path, root.parent)
 
 
 def dataset_defaults(name: str) -> DatasetDefaults:

@@ -45,6 +45,18 @@ def read_case(root, case_id: str) -> tuple[np.ndarray, np.ndarray]:
     return image.astype(np.float32, copy=False), label.astype(np.uint8, copy=False)
 
 
+def read_case_zscored(root, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """``read_case`` with the image z-scored on its own (mean 0, std 1 over the stored volume).
+
+    The stored values were z-scored over the whole raw scan before it was cropped around the
+    atrium, so a crop that leaves much bright tissue outside comes out dark (mean near 0, std
+    0.3-0.5 instead of about 1 and 1); z-scoring the crop itself removes that difference."""
+    image, label = read_case(root, case_id)
+    finite = image[np.isfinite(image)]  # NaN voxels stay NaN, for check_cases to report
+    mean, std = (finite.mean(dtype=np.float64), finite.std(dtype=np.float64)) if finite.size else (0.0, 1.0)
+    return ((image - mean) / (std if std > 0 else 1.0)).astype(np.float32), label
+
+
 def read_shape(root, case_id: str) -> tuple[int, ...]:
     """The image shape from the h5 header, without decompressing the volume."""
     path = case_path(root, case_id)

@@ -10,6 +10,7 @@ import torch
 from conftest import decode_image, write_case
 from dataloaders.batches import DeviceBatches, LoaderBatches, make_training_batches
 from dataloaders.check_data import DataProblems
+from dataloaders.datasets import case_format
 from dataloaders.la_heart import LAHeart, check_patch_fits, read_case, read_shape
 from dataloaders.samplers import TwoStreamBatchSampler
 from dataloaders.transforms import Compose, RandomCrop, RandomRotFlip, ToTensor, sample_rng
@@ -270,3 +271,29 @@ def test_batches_leave_global_rngs_alone(tiny_cases, on_device, num_workers):
     again = make_training_batches(tiny_cases.root, tiny_cases.ids[:2], tiny_cases.ids[2:], 4, 2, PATCH,
                                   NUM_CLASSES, seed=0, device=CPU, on_device=on_device, num_workers=num_workers)
     assert_same_batches(take(again, 2), first)
+
+
+def test_case_normalization_z_scores_each_image(tiny_cases):
+    root = tiny_cases.root
+    for case_id in tiny_cases.ids:
+        stored, label = read_case(root, case_id)
+        image, same_label = case_format(root, "case").read(root, case_id)
+        assert image.dtype == np.float32 and np.array_equal(label, same_label)
+        assert abs(float(image.mean())) < 1e-5 and float(image.std()) == pytest.approx(1, abs=1e-5)
+        np.testing.assert_allclose(image, (stored - stored.mean(dtype=np.float64)) / stored.std(dtype=np.float64),
+                                   atol=1e-5)
+        assert np.array_equal(case_format(root, "none").read(root, case_id)[0], stored)
+    with pytest.raises(UserError, match="unknown normalization 'minmax'"):
+        case_format(root, "minmax")
+
+
+def test_both_data_paths_see_normalized_images(tiny_cases):
+    labeled, unlabeled = tiny_cases.ids[:2], tiny_cases.ids[2:]
+    streams = [make_training_batches(tiny_cases.root, labeled, unlabeled, 4, 2, PATCH, NUM_CLASSES, seed=7,
+                                     device=CPU, on_device=on_device, num_workers=2, normalize="case")
+               for on_device in (False, True)]
+    stored = make_training_batches(tiny_cases.root, labeled, unlabeled, 4, 2, PATCH, NUM_CLASSES, seed=7,
+                                   device=CPU, on_device=True)
+    for (li, ll), (di, dl), (si, sl) in itertools.islice(zip(*streams, stored), 4):
+        assert torch.equal(li, di) and torch.equal(ll, dl) and torch.equal(ll, sl)
+        assert float(di.abs().max()) < 10 < float(si.abs().max())  # z-scores, not the stored 1e6-scale codes

@@ -15,8 +15,9 @@ import torch
 
 import inference
 from conftest import REPO, TINY, script_env, run_script, write_case
-from dataloaders.la_heart import read_case
+from dataloaders.la_heart import read_case, read_case_zscored
 from networks.vnet import VNet
+from utils.checkpoint import load_checkpoint
 from utils.metrics import multiclass_metrics
 from utils.overlay import GT_COLOUR, PRED_COLOUR, case_overlay, encode_png, write_png
 
@@ -163,7 +164,7 @@ def test_end_to_end_with_nifti_and_png(trained, syn):
 
     nib = pytest.importorskip("nibabel")
     for row, case_id in zip(rows, syn.test_ids):
-        image, label = read_case(syn.root, case_id)
+        image, label = read_case_zscored(syn.root, case_id)  # the image as the run saw it (--normalize case)
         pred = nib.load(out / f"{case_id}_pred.nii.gz")
         assert pred.shape == label.shape and np.allclose(np.diag(pred.affine), 1.0)
         predicted = np.asarray(pred.dataobj)
@@ -192,6 +193,34 @@ def test_teacher_iteration_and_lcc_off_are_recorded(trained, small, monkeypatch,
     assert all(r["lcc"] == "False" for r in read_csv(tmp_path / "metrics.csv"))
     assert "lcc off" in stdout
     assert not list(tmp_path.glob("*.nii.gz")) and not list(tmp_path.glob("*.png"))
+
+
+def test_images_are_read_as_the_run_read_them(trained, small, monkeypatch, capsys, tmp_path):
+    """--normalize is taken from the checkpoint: "case" (the default) z-scores each image on
+    its own; a checkpoint from before the flag sees the stored values."""
+    seen = []
+    predict = inference.sliding_window_predict
+    monkeypatch.setattr(inference, "sliding_window_predict",
+                        lambda model, image, *a, **k: seen.append(image) or predict(model, image, *a, **k))
+    current = run_folder(trained) / "iter_2.pth"
+    checkpoint = load_checkpoint(current)
+    assert checkpoint["args"]["normalize"] == "case"
+    torch.save({**checkpoint, "args": {k: v for k, v in checkpoint["args"].items() if k != "normalize"}},
+               tmp_path / "old.pth")
+    stored = [read_case(small[0], case_id)[0] for case_id in ("fit", "narrow")]
+    for path, normalize in ((current, "case"), (tmp_path / "old.pth", "none")):
+        seen.clear()
+        code, stdout, _ = run_in_process(monkeypatch, capsys, trained, [*small_args(small), "--checkpoint", path,
+                                                                         "--out", tmp_path / normalize])
+        assert code == 0 and json.loads((tmp_path / normalize / "summary.json").read_text())["normalize"] == normalize
+        assert ("images z-scored per case" if normalize == "case" else "images as stored") in stdout
+        assert len(seen) == len(stored)
+        for image, original in zip(seen, stored):
+            if normalize == "none":
+                np.testing.assert_array_equal(image, original)
+            else:
+                assert abs(image.mean()) < 1e-4 and image.std() == pytest.approx(1, abs=1e-4)
+                np.testing.assert_allclose(image, (original - original.mean()) / original.std(), atol=1e-4)
 
 
 def test_evaluations_do_not_overwrite_each_other(trained, small):

@@ -2,7 +2,7 @@
 import argparse
 from pathlib import Path
 
-from dataloaders.datasets import DATASETS, case_format, dataset_defaults, ensure_synthetic
+from dataloaders.datasets import DATASETS, NORMALIZATIONS, case_format, dataset_defaults, ensure_synthetic
 from utils.errors import UserError
 
 
@@ -19,6 +19,9 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
     data.add_argument("--labelnum", type=int, default=25, help="the first LABELNUM training cases are labeled")
     data.add_argument("--max_samples", type=int, default=None,
                       help="use at most this many training cases (labeled + unlabeled); default all")
+    data.add_argument("--normalize", default="case", choices=NORMALIZATIONS,
+                      help="case: z-score each image on its own, as MSD images always are; none: the h5 values as "
+                           "stored (UA-MT's whole-scan z-score, which leaves some LA crops dark)")
     data.add_argument("--patch_size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                       help="training patch in voxels (default: the dataset's, 112 112 80 for LA)")
     run = p.add_argument_group("run")
@@ -68,7 +71,7 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
     if not root.is_dir():
         raise UserError(f"data folder not found: {root} (pass --root_path; README.md says how to get the "
                         f"{args.dataset_name} data, or try --dataset_name Synthetic)")
-    layout = case_format(root)
+    layout = case_format(root, args.normalize)
     args.data_format, args.num_classes = layout.name, layout.num_classes
     args.train_list = str(Path(args.train_list).resolve()) if args.train_list else str(layout.lists_dir / "train.list")
     args.val_list = str(Path(args.val_list).resolve()) if args.val_list else None

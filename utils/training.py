@@ -74,7 +74,7 @@ def make_validator(args: argparse.Namespace, device: torch.device, ranks: Ranks 
     each rank validates every N-th case and the scores are gathered."""
     if not args.val_list:
         return None
-    layout = case_format(args.root_path)
+    layout = case_format(args.root_path, args.normalize)
     case_ids = read_case_list(args.val_list)
     if ranks.distributed and len(case_ids) < ranks.world_size:
         raise UserError(f"{args.val_list} has {len(case_ids)} case(s), fewer than the {ranks.world_size} processes "
@@ -87,7 +87,7 @@ def make_validator(args: argparse.Namespace, device: torch.device, ranks: Ranks 
 
 def print_data_report(args: argparse.Namespace) -> None:
     """``--check_data``: check the training and validation cases and print a short report."""
-    layout = case_format(args.root_path)
+    layout = case_format(args.root_path, args.normalize)
     for name in ("train_list", "val_list"):
         if getattr(args, name):
             volumes = check_cases(args.root_path, read_case_list(getattr(args, name)), args.num_classes,
