@@ -8,7 +8,7 @@ host time waiting for data, peak GPU memory):
 
 Modes:
   plain    h5 read + numpy augmentation per sample in DataLoader workers, fp32, NCDHW,
-           per-tensor EMA and optimizer, deterministic cuDNN (the original scripts)
+           per-tensor EMA and optimizer, deterministic cuDNN, values as stored (the original scripts)
   fast     volumes in device memory, augmentation there, bf16 autocast, channels_last_3d,
            multi-tensor EMA and optimizer, cudnn.benchmark (--deterministic 0)
   fast_det the fast path with the default --deterministic 1
@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PLAIN = ["--data_on_device", "0", "--amp", "0", "--channels_last", "0", "--foreach", "0", "--deterministic", "1"]
+PLAIN = ["--data_on_device", "0", "--amp", "0", "--channels_last", "0", "--foreach", "0", "--deterministic", "1",
+         "--normalize", "none"]
 FAST = ["--data_on_device", "1", "--amp", "1", "--channels_last", "1", "--foreach", "1", "--deterministic", "0"]
 MODES = {"plain": PLAIN, "fast": FAST, "fast_det": FAST[:-1] + ["1"], "compile": FAST + ["--compile", "1"]}
 SPEED = re.compile(r"done: (\d+) iterations \(\d+ in this process, ([\d.]+) s\); speed: ([\d.]+) s/iteration over the last (\d+) "
