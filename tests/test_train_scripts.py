@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, log_lines, read_scalars, run_script
+from conftest import TINY, log_lines, read_scalars, run_script
 from networks.vnet import VNet
 from utils.checkpoint import load_checkpoint
 
@@ -133,8 +133,8 @@ def test_checkpoints_rebuild_strictly(which, mt_run, sup_run):
 
 
 def test_mt_logs_consistency_terms(mt_run):
-    proc, folder = ok(mt_run[0]), mt_run[1]
-    scalars = read_scalars(folder)
+    ok(mt_run[0])
+    scalars = read_scalars(mt_run[1])
     for tag in (*LOSS_TAGS, "train/consistency_weight", "train/lr", "val/dice"):
         assert tag in scalars, tag
     assert sorted(scalars["loss/total"]) == [0, 1, 2, 3]
