@@ -167,10 +167,10 @@ def execute(command: list[str], log_path: Path, what: str) -> float:
     return time.perf_counter() - start
 
 
-def evaluated(args, run: Run) -> bool:
-    """Whether every evaluation of ``run``'s last checkpoint is in ``--out`` already."""
-    summaries = [run.eval_dir(args.out, teacher) / "summary.json" for teacher in METHODS[run.method].evaluated_models]
-    return all(s.is_file() and json.loads(s.read_text()).get("iteration") == args.max_iterations for s in summaries)
+def evaluated(args, run: Run, teacher: bool) -> bool:
+    """Whether ``run``'s last checkpoint (student, or teacher) is evaluated in ``--out`` already."""
+    summary = run.eval_dir(args.out, teacher) / "summary.json"
+    return summary.is_file() and json.loads(summary.read_text()).get("iteration") == args.max_iterations
 
 
 def keep_scalars(args, run: Run) -> None:
@@ -187,7 +187,7 @@ def complete(args, run: Run, name: str) -> None:
     (student, and teacher for Mean Teacher) unless that evaluation exists. A run whose
     evaluations are all in ``--out`` is done, checkpoints or not, so a results folder brought
     back from another machine continues the grid there."""
-    if evaluated(args, run):
+    if all(evaluated(args, run, teacher) for teacher in METHODS[run.method].evaluated_models):
         print(f"{name}: evaluated already")
         keep_scalars(args, run)
         return
@@ -204,10 +204,9 @@ def complete(args, run: Run, name: str) -> None:
         print(f"{name}: trained in {seconds / 60:.1f} min", flush=True)
     for teacher in METHODS[run.method].evaluated_models:
         command = eval_command(args, run, teacher)
-        summary = run.eval_dir(args.out, teacher) / "summary.json"
         if args.dry_run:
             print(f"{name}: {shlex.join(command)}")
-        elif not (summary.is_file() and json.loads(summary.read_text()).get("iteration") == args.max_iterations):
+        elif not evaluated(args, run, teacher):
             execute(command, args.out / "logs" / f"eval_{run.name}{'_teacher' if teacher else ''}.txt",
                     f"evaluating {run.name}")
     if not args.dry_run:
