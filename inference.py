@@ -35,7 +35,7 @@ from dataloaders.case_lists import read_case_list
 from dataloaders.datasets import case_format, dataset_defaults
 from dataloaders.la_heart import check_root
 from networks.vnet import VNet
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, trained_normalization
 from utils.device import amp_dtype, runtime_versions, select_device
 from utils.distributed import ranks_from_environment
 from utils.errors import UserError, report_user_errors
@@ -159,12 +159,6 @@ def load_network(checkpoint: dict, path: Path, teacher: bool, num_classes: int, 
     except (RuntimeError, TypeError, ValueError) as err:
         raise UserError(f"{path} does not match the network: {str(err).strip().splitlines()[0]}") from None
     return model.to(device).eval()
-
-
-def trained_normalization(checkpoint: dict) -> str:
-    """How the checkpoint's run read its images (``--normalize``); runs from before that flag
-    read the h5 values as stored."""
-    return (checkpoint.get("args") or {}).get("normalize", "none")
 
 
 def summarize(rows: list[dict], num_classes: int) -> dict:

@@ -395,3 +395,17 @@ def test_resume_from_bad_paths(syn, tmp_path):
     line = one_error_line(run_script(MT, [*args, "--resume", weights_only], tmp_path))
     assert "cannot be resumed from" in line and "weights_only.pth" in line
     assert not (tmp_path / "model").exists()
+
+
+def test_resume_with_another_normalization_is_refused(syn, tmp_path):
+    """A run continues with the images it was trained on: a checkpoint from before --normalize
+    (values as stored) resumes only with --normalize none."""
+    args = [*data_args(syn), *TINY, "--max_iterations", "2", "--save_every", "1"]
+    ok(run_script(SUP, [*args, "--normalize", "none"], tmp_path))
+    latest = run_dir(tmp_path, "SUP") / "latest.pth"
+    state = load_checkpoint(latest)
+    save_checkpoint({**state, "args": {k: v for k, v in state["args"].items() if k != "normalize"}}, latest)
+    line = one_error_line(run_script(SUP, [*args, "--max_iterations", "3", "--resume"], tmp_path))
+    assert "trained with --normalize none" in line and "latest.pth" in line
+    ok(run_script(SUP, [*args, "--max_iterations", "3", "--resume", "--normalize", "none"], tmp_path))
+    assert (run_dir(tmp_path, "SUP") / "iter_3.pth").is_file()

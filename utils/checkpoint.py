@@ -37,3 +37,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # a truncated or foreign file
         raise UserError(f"cannot load checkpoint {path}: {err}") from None
+
+
+def trained_normalization(checkpoint: dict) -> str:
+    """How the checkpoint's run read its images (``--normalize``); runs from before that flag
+    read the h5 values as stored."""
+    return (checkpoint.get("args") or {}).get("normalize", "none")

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from dataloaders.datasets import case_format  # noqa: E402
-from utils.checkpoint import load_checkpoint  # noqa: E402
+from utils.checkpoint import load_checkpoint, trained_normalization  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.overlay import fullest_slices, slice_view  # noqa: E402
 from utils.sliding_window import sliding_window_predict  # noqa: E402
@@ -93,7 +93,7 @@ def comparison_figure(models: list[tuple[str, Path, Path]], root, case_ids: list
     """``case_ids`` on the axial and coronal slices with the most ground truth: the ground
     truth and each model's prediction outlined. ``models``: (name, checkpoint, the folder of
     its evaluation by inference.py), whose windows and per-case Dice the figure reuses."""
-    from inference import load_network, trained_normalization  # the evaluation's own loader and checks
+    from inference import load_network  # the evaluation's own loader and checks
 
     device = select_device(gpu)
     evaluated = json.loads((Path(models[0][2]) / "summary.json").read_text())

@@ -12,7 +12,7 @@ from dataloaders.case_lists import read_case_list
 from dataloaders.check_data import check_cases, data_report
 from dataloaders.datasets import case_format
 from networks.vnet import VNet
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, trained_normalization
 from utils.distributed import Ranks, ranks_from_environment
 from utils.device import (amp_dtype, random_states, restore_random_states, runtime_versions, seed_everything,
                           select_device, warn_known_bad_runtime)
@@ -38,6 +38,9 @@ def setup(args: argparse.Namespace) -> tuple[torch.device, dict | None, Ranks]:
         resume_from = load_checkpoint(path)
         if "random_states" not in resume_from:
             raise UserError(f"{path} cannot be resumed from (it has no training state); use latest.pth or iter_N.pth")
+        if trained_normalization(resume_from) != args.normalize:
+            raise UserError(f"{path} was trained with --normalize {trained_normalization(resume_from)}; resume it "
+                            f"with --normalize {trained_normalization(resume_from)}")
     else:
         check_free(folder, args.overwrite)
     ranks = ranks_from_environment()
