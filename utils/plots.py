@@ -99,19 +99,20 @@ def comparison_figure(models: list[tuple[str, Path, Path]], root, case_ids: list
     evaluated = json.loads((Path(models[0][2]) / "summary.json").read_text())
     patch, strides = evaluated["patch_size"], (evaluated["stride_xy"], evaluated["stride_z"])
     checkpoints = [load_checkpoint(checkpoint, map_location="cpu") for _, checkpoint, _ in models]
-    readers = [case_format(root, trained_normalization(c)) for c in checkpoints]  # the images as each run saw them
-    data = readers[0]
+    normalizations = [trained_normalization(c) for c in checkpoints]  # each model sees the images as its run did
+    readers = {n: case_format(root, n) for n in normalizations}
+    data = readers[normalizations[0]]
     networks = [load_network(c, path, False, data.num_classes, device)
                 for c, (_, path, _) in zip(checkpoints, models)]
     dice = [_case_dice(eval_dir) for _, _, eval_dir in models]
     outlines = list(zip(OUTLINE_COLOURS, ["ground truth"] + [name for name, _, _ in models]))
     fig, axes = plt.subplots(len(case_ids), 2, figsize=(8, 4 * len(case_ids)), squeeze=False)
     for row, case_id in zip(axes, case_ids):
-        volumes = [reader.read(root, case_id) for reader in readers]
-        image, label = volumes[0]
+        volumes = {n: reader.read(root, case_id) for n, reader in readers.items()}  # one read per normalization
+        image, label = volumes[normalizations[0]]
         with torch.no_grad():
-            preds = [sliding_window_predict(net, seen, patch, *strides, data.num_classes, device)[1].cpu().numpy()
-                     for net, (seen, _) in zip(networks, volumes)]
+            preds = [sliding_window_predict(net, volumes[n][0], patch, *strides, data.num_classes, device)[1]
+                     .cpu().numpy() for net, n in zip(networks, normalizations)]
         slices = fullest_slices(label, preds[0])
         scores = ", ".join(f"{name} {100 * d[case_id]:.1f}" for (name, _, _), d in zip(models, dice))
         for ax, axis, view in zip(row, (2, 1), ("axial", "coronal")):

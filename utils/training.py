@@ -38,9 +38,9 @@ def setup(args: argparse.Namespace) -> tuple[torch.device, dict | None, Ranks]:
         resume_from = load_checkpoint(path)
         if "random_states" not in resume_from:
             raise UserError(f"{path} cannot be resumed from (it has no training state); use latest.pth or iter_N.pth")
-        if trained_normalization(resume_from) != args.normalize:
-            raise UserError(f"{path} was trained with --normalize {trained_normalization(resume_from)}; resume it "
-                            f"with --normalize {trained_normalization(resume_from)}")
+        trained = trained_normalization(resume_from)
+        if trained != args.normalize:
+            raise UserError(f"{path} was trained with --normalize {trained}; resume it with --normalize {trained}")
     else:
         check_free(folder, args.overwrite)
     ranks = ranks_from_environment()
