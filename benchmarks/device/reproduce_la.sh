@@ -6,12 +6,13 @@
 # evaluation and scalars) plus each run's log and config in la_grid.tgz. Unpacked into the
 # repository, the evaluated runs count as done, so a later session runs only the rest.
 # Usage: reproduce_la.sh [JOBS] [more reproduce.py flags, e.g. --labelnum 13]
+# LIMIT_S=N stops the grid after N seconds (the finished runs still come back).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 LA=${LA:-/tmp/LA}
 JOBS=${1:-3}; shift
-python3 reproduce.py --dataset_name LA --root_path "$LA/2018LA_Seg_Training Set" --train_list "$LA/dev_train.list" \
+timeout -s INT ${LIMIT_S:-0} python3 reproduce.py --dataset_name LA --root_path "$LA/2018LA_Seg_Training Set" --train_list "$LA/dev_train.list" \
   --eval_list "$LA/dev_val.list" --jobs "$JOBS" --train_args="--deterministic 0 --log_every 100" "$@" 2>&1 \
   | tee "$OUT/reproduce.txt" | tail -n 40
 STATUS=$?
