@@ -13,10 +13,12 @@ Modes:
            multi-tensor EMA and optimizer, cudnn.benchmark (--deterministic 0)
   fast_det the fast path with the default --deterministic 1
   compile  fast + torch.compile
+``--variant NAME "MODE FLAGS"`` adds a mode of your own, e.g. ``--variant nchw "fast --channels_last 0"``.
 --no-data gives every mode the in-memory data path, to separate GPU speed from loading.
 """
 import argparse
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,22 @@ FAST = ["--data_on_device", "1", "--amp", "1", "--channels_last", "1", "--foreac
 MODES = {"plain": PLAIN, "fast": FAST, "fast_det": FAST[:-1] + ["1"], "compile": FAST + ["--compile", "1"]}
 SPEED = re.compile(r"done: (\d+) iterations \(\d+ in this process, ([\d.]+) s\); speed: ([\d.]+) s/iteration over the last (\d+) "
                    r"iterations, data wait ([\d.]+) s/iteration(?:, peak GPU memory ([\d.]+) GiB)?")
+
+
+def chosen_modes(names: str, variants: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """The training flags of each mode in ``names`` (comma-separated), in that order; each
+    variant (NAME, "MODE FLAGS...") is a known mode plus flags."""
+    known = dict(MODES)
+    for name, flags in variants:
+        base, *extra = shlex.split(flags) or [""]
+        if base not in MODES:
+            raise ValueError(f"--variant {name}: {flags!r} must start with one of {', '.join(MODES)}")
+        known[name] = MODES[base] + extra
+    unknown = [name for name in names.split(",") if name not in known]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {', '.join(unknown)}: choose from {', '.join(known)} "
+                         "or define one with --variant")
+    return {name: known[name] for name in names.split(",")}
 
 
 def run_mode(name, flags, args, workdir) -> dict:
@@ -66,19 +84,27 @@ def main():
     p.add_argument("--num_workers", type=int, default=4, help="DataLoader workers of the plain mode")
     p.add_argument("--modes", default="plain,fast", help=f"comma-separated, from {', '.join(MODES)}")
     p.add_argument("--no-data", dest="no_data", action="store_true", help="in-memory data for every mode")
+    p.add_argument("--variant", nargs=2, action="append", default=[], metavar=("NAME", "FLAGS"),
+                   help='one more mode, named NAME: a mode above plus training flags, e.g. '
+                        '--variant nchw "fast --channels_last 0"; list NAME in --modes')
     args = p.parse_args()
+    try:
+        modes = chosen_modes(args.modes, args.variant)
+    except ValueError as error:
+        p.error(str(error))
 
     with tempfile.TemporaryDirectory() as workdir:
-        results = [run_mode(name, MODES[name], args, workdir) for name in args.modes.split(",")]
+        results = [run_mode(name, flags, args, workdir) for name, flags in modes.items()]
     base = next((r["s_per_iter"] for r in results if r["mode"] == "plain" and "s_per_iter" in r), None)
-    print(f"\n{'mode':<10}{'s/iter':>9}{'speed-up':>10}{'data wait':>11}{'peak GiB':>10}{'run total s':>12}")
+    width = max(10, *(len(r["mode"]) + 2 for r in results))
+    print(f"\n{'mode':<{width}}{'s/iter':>9}{'speed-up':>10}{'data wait':>11}{'peak GiB':>10}{'run total s':>12}")
     for r in results:
         if "error" in r:
-            print(f"{r['mode']:<10} failed ({r['error']})")
+            print(f"{r['mode']:<{width}} failed ({r['error']})")
             continue
         ratio = f"{base / r['s_per_iter']:.2f}x" if base else "-"
         peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "-"
-        print(f"{r['mode']:<10}{r['s_per_iter']:>9.4f}{ratio:>10}{r['data_wait']:>11.4f}{peak:>10}{r['total_s']:>12.1f}")
+        print(f"{r['mode']:<{width}}{r['s_per_iter']:>9.4f}{ratio:>10}{r['data_wait']:>11.4f}{peak:>10}{r['total_s']:>12.1f}")
     print(f"({results[0].get('iterations', '?')} iterations each, the first 20 untimed; "
           f"{'in-memory data for all modes' if args.no_data else 'each mode with its own data path'})")
 
