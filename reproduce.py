@@ -15,7 +15,7 @@ the **last** checkpoint with ``inference.py`` on the evaluation list, and writes
     curves.png        supervised loss, consistency loss and weight, validation Dice
     comparison_N.png  a few evaluation cases: ground truth, labeled-only and Mean Teacher outlines
     eval/, logs/      each evaluation's outputs, each command's console output
-    scalars/          each run's scalars.csv, which the curves are drawn from
+    scalars/          each run's scalars.csv (gzipped), which the curves are drawn from
 
 Defaults: the development split (``dev_train.list``, ``dev_val.list`` beside the data, else
 ``train.list``/``test.list``), three seeds, the original 6000-iteration schedule. Finished runs
@@ -27,6 +27,7 @@ No checkpoint is ever chosen: the validation Dice of the curves (on ``--val_list
 the evaluation cases) is only drawn.
 """
 import argparse
+import gzip
 import json
 import shlex
 import shutil
@@ -174,12 +175,15 @@ def evaluated(args, run: Run, teacher: bool) -> bool:
 
 
 def keep_scalars(args, run: Run) -> None:
-    """Copy the run's ``scalars.csv`` into ``--out/scalars/``: the curves then need only the
+    """Copy the run's ``scalars.csv``, gzipped (a quarter of the size), into ``--out/scalars/``:
+    the curves then need only the
     results folder, not the run folders (whose checkpoints may stay on another machine)."""
     source = run_folder_path(args.dataset_name, run.exp, run.labelnum, run.method) / "scalars.csv"
     if source.is_file():
         (args.out / "scalars").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, args.out / "scalars" / f"{run.name}.csv")
+        with open(source, "rb") as csv_file, open(args.out / "scalars" / f"{run.name}.csv.gz", "wb") as target:
+            with gzip.GzipFile(fileobj=target, mode="wb", mtime=0) as packed:  # mtime 0: same bytes each time
+                shutil.copyfileobj(csv_file, packed)
 
 
 def complete(args, run: Run, name: str) -> None:
@@ -263,7 +267,7 @@ def draw_pictures(args, runs: list[Run]) -> list[str]:
         return []
     names = []
     curves_path = args.out / "curves.png"
-    scalars = {r: args.out / "scalars" / f"{r.name}.csv" for r in runs}
+    scalars = {r: args.out / "scalars" / f"{r.name}.csv.gz" for r in runs}
     if all(path.is_file() for path in scalars.values()) or not curves_path.is_file():
         curves = {r: read_scalars(path) for r, path in scalars.items() if path.is_file()}
         if curves:

@@ -96,13 +96,13 @@ def test_a_results_folder_alone_continues_the_grid(grid, tmp_path):
     """Results brought back from a GPU machine without the run folders' checkpoints: the
     evaluated runs count as done, the missing ones are trained, the pictures are kept."""
     cwd, args, _, out = grid
-    assert sorted(p.name for p in (out / "scalars").iterdir()) == ["MT_2_s1.csv", "MT_2_s2.csv", "SUP_2_s1.csv",
-                                                                    "SUP_2_s2.csv"]
+    assert sorted(p.name for p in (out / "scalars").iterdir()) == [
+        "MT_2_s1.csv.gz", "MT_2_s2.csv.gz", "SUP_2_s1.csv.gz", "SUP_2_s2.csv.gz"]
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(cwd / "data", elsewhere / "data")
     shutil.copytree(out, elsewhere / "res")
     pictures = {name: (out / name).read_bytes() for name in ("curves.png", "comparison_2.png")}
-    (elsewhere / "res" / "scalars" / "MT_2_s2.csv").unlink()  # as if that run's scalars were lost
+    (elsewhere / "res" / "scalars" / "MT_2_s2.csv.gz").unlink()  # as if that run's scalars were lost
     volumes = elsewhere / "data" / "volumes"
     moved = [volumes if a == cwd / "data" / "volumes" else a for a in args]
     again = ok(reproduce([*moved, "--seeds", "1", "2", "3"], elsewhere))

@@ -1,6 +1,7 @@
 """The run folder: ``log.txt``, TensorBoard scalars (also in ``scalars.csv``), ``config.json``
 and checkpoints."""
 import csv
+import gzip
 import json
 import logging
 import math
@@ -159,15 +160,15 @@ class RunFolder:
 
 def read_scalars(path) -> dict:
     """``{name: {iteration: value}}`` from a run folder's ``scalars.csv`` (``path``: the folder
-    or the file; iterations 1-based; where a resumed run wrote an iteration twice, the later
-    value counts)."""
+    or the file, which may be gzipped as ``.csv.gz``; iterations 1-based; where a resumed run
+    wrote an iteration twice, the later value counts)."""
     path = Path(path)
     path = path / "scalars.csv" if path.is_dir() else path
     if not path.is_file():
         raise UserError(f"{path} not found: the run has not logged yet, or predates scalars.csv "
                         "(its scalars are in the TensorBoard events)")
     scalars: dict = {}
-    with open(path, newline="") as f:
+    with (gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")) as f:
         for row in csv.DictReader(f):
             scalars.setdefault(row["name"], {})[int(row["iteration"])] = float(row["value"])
     return scalars
