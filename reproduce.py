@@ -176,8 +176,8 @@ def evaluated(args, run: Run, teacher: bool) -> bool:
 
 def keep_scalars(args, run: Run) -> None:
     """Copy the run's ``scalars.csv``, gzipped (a quarter of the size), into ``--out/scalars/``:
-    the curves then need only the
-    results folder, not the run folders (whose checkpoints may stay on another machine)."""
+    the curves then need only the results folder, not the run folders (whose checkpoints may
+    stay on another machine)."""
     source = run_folder_path(args.dataset_name, run.exp, run.labelnum, run.method) / "scalars.csv"
     if source.is_file():
         (args.out / "scalars").mkdir(parents=True, exist_ok=True)
