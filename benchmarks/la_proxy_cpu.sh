@@ -5,7 +5,8 @@
 # whole run: the 6000-iteration schedule scaled down); the last checkpoint evaluated on
 # dev_val.list (students, and the teacher). The two runs side by side, one thread each.
 # Env: LABELNUM (13), SEED (1337), NORMALIZE (case, or none), MT_ARGS (more Mean Teacher
-# flags, e.g. "--consistency 1.0"), METHODS ("SUP MT"), EXP (the experiment name).
+# flags, e.g. "--consistency 1.0"), TRAIN_ARGS (more flags for both, e.g. "--crop_margin 0 0 8"),
+# METHODS ("SUP MT"), EXP (the experiment name).
 # The README's normalization table: NORMALIZE=none and NORMALIZE=case, each with its own EXP.
 # Usage: bash benchmarks/la_proxy_cpu.sh <LA folder> [half-resolution folder]
 set -e
@@ -15,7 +16,7 @@ EXP=${EXP:-proxy_${NORMALIZE}_s$SEED}
 [ -d "$HALF" ] || python benchmarks/la_half_resolution.py "$LA" "$HALF"
 DATA=(--dataset_name LA --root_path "$HALF/2018LA_Seg_Training Set" --labelnum "$LABELNUM")
 TRAIN=(--train_list "$HALF/dev_train.list" --patch_size 64 64 32 --max_iterations 1500 --lr_decay_every 625
-       --seed "$SEED" --log_every 50 --snapshot_every 500 --normalize "$NORMALIZE" --exp "$EXP")
+       --seed "$SEED" --log_every 50 --snapshot_every 500 --normalize "$NORMALIZE" --exp "$EXP" ${TRAIN_ARGS:-})
 export OMP_NUM_THREADS=1
 for method in $METHODS; do
   if [ "$method" = MT ]; then

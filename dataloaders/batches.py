@@ -44,8 +44,8 @@ class _Batches:
 
 class LoaderBatches(_Batches):
     def __init__(self, root, case_ids, batch_sampler: TwoStreamBatchSampler | RankSlice, patch_size, seed: int,
-                 device: torch.device, num_workers: int = 2, start_batch: int = 0, read=None):
-        transform = Compose([RandomRotFlip(), RandomCrop(patch_size), ToTensor()])
+                 device: torch.device, num_workers: int = 2, start_batch: int = 0, read=None, crop_margin=(0, 0, 0)):
+        transform = Compose([RandomRotFlip(), RandomCrop(patch_size, crop_margin), ToTensor()])
         dataset = LAHeart(root, case_ids, transform=transform, seed=seed, read=read)
         self.device = device
         self.loader = DataLoader(dataset, batch_sampler=EndlessBatchSampler(batch_sampler, start_batch, seeded=True),
@@ -63,10 +63,11 @@ class LoaderBatches(_Batches):
 
 class DeviceBatches(_Batches):
     def __init__(self, volumes, batch_sampler: TwoStreamBatchSampler | RankSlice, patch_size, seed: int,
-                 device: torch.device, start_batch: int = 0):
+                 device: torch.device, start_batch: int = 0, crop_margin=(0, 0, 0)):
         self.images = [torch.from_numpy(image).to(device) for image, _ in volumes]
         self.labels = [torch.from_numpy(label).to(device) for _, label in volumes]
         self.patch_size = tuple(patch_size)
+        self.crop_margin = tuple(crop_margin)
         self.seed = seed
         self.batches = iter(EndlessBatchSampler(batch_sampler, start_batch, seeded=True))
 
@@ -84,7 +85,7 @@ class DeviceBatches(_Batches):
         k, axis = draw_rot_flip(rng)
         image = torch.flip(torch.rot90(image, k, dims=(0, 1)), dims=(axis,))
         label = torch.flip(torch.rot90(label, k, dims=(0, 1)), dims=(axis,))
-        pads = padding_to(image.shape, self.patch_size)
+        pads = padding_to(image.shape, self.patch_size, self.crop_margin)
         if any(before or after for before, after in pads):
             torch_pads = [n for before_after in reversed(pads) for n in before_after]  # last axis first
             image, label = F.pad(image, torch_pads), F.pad(label, torch_pads)
@@ -95,13 +96,15 @@ class DeviceBatches(_Batches):
 
 def make_training_batches(root, labeled_ids, unlabeled_ids, batch_size: int, labeled_bs: int, patch_size,
                           num_classes: int, seed: int, device: torch.device, on_device: bool, num_workers: int = 2,
-                          start_batch: int = 0, rank: int = 0, world_size: int = 1, normalize: str = "none"):
+                          start_batch: int = 0, rank: int = 0, world_size: int = 1, normalize: str = "none",
+                          crop_margin=(0, 0, 0)):
     """The training batch stream: ``labeled_bs`` labeled cases first, then unlabeled ones.
 
     ``root`` is a folder of either layout (``case_format``, with ``normalize``). Every case is
     read and checked first (``check_cases``). With no unlabeled cases and
     ``batch_size == labeled_bs`` the batches are labeled only. ``start_batch`` skips to
-    that batch, for a resumed run. Under torchrun each of the ``world_size`` ranks gets its
+    that batch, for a resumed run. ``crop_margin`` (voxels per axis) lets random crops reach
+    beyond the volume (``RandomCrop``). Under torchrun each of the ``world_size`` ranks gets its
     own slice of a batch ``world_size`` times larger (``RankSlice``).
     """
     if len(labeled_ids) < labeled_bs * world_size:
@@ -117,5 +120,6 @@ def make_training_batches(root, labeled_ids, unlabeled_ids, batch_size: int, lab
     if world_size > 1:
         sampler = RankSlice(sampler, rank, world_size)
     if on_device:
-        return DeviceBatches(volumes, sampler, patch_size, seed, device, start_batch)
-    return LoaderBatches(root, case_ids, sampler, patch_size, seed, device, num_workers, start_batch, layout.read)
+        return DeviceBatches(volumes, sampler, patch_size, seed, device, start_batch, crop_margin)
+    return LoaderBatches(root, case_ids, sampler, patch_size, seed, device, num_workers, start_batch, layout.read,
+                         crop_margin)

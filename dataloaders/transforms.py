@@ -29,17 +29,18 @@ def center_crop_start(shape, patch_size) -> tuple[int, ...]:
     return tuple((s - p) // 2 for s, p in zip(shape, patch_size))
 
 
-def padding_to(shape, patch_size) -> list[tuple[int, int]]:
-    """(before, after) zero padding per axis that makes ``shape`` at least ``patch_size``."""
+def padding_to(shape, patch_size, margin=(0, 0, 0)) -> list[tuple[int, int]]:
+    """(before, after) zero padding per axis: ``margin`` voxels on each side, then whatever
+    more makes ``shape`` at least ``patch_size``."""
     pads = []
-    for s, p in zip(shape, patch_size):
-        missing = max(p - s, 0)
-        pads.append((missing // 2, missing - missing // 2))
+    for s, p, m in zip(shape, patch_size, margin):
+        missing = max(p - s - 2 * m, 0)
+        pads.append((m + missing // 2, m + missing - missing // 2))
     return pads
 
 
-def _pad(sample: dict, patch_size) -> dict:
-    pads = padding_to(sample["image"].shape, patch_size)
+def _pad(sample: dict, patch_size, margin=(0, 0, 0)) -> dict:
+    pads = padding_to(sample["image"].shape, patch_size, margin)
     if not any(before or after for before, after in pads):
         return sample
     return {**sample, "image": np.pad(sample["image"], pads), "label": np.pad(sample["label"], pads)}
@@ -61,13 +62,20 @@ class RandomRotFlip:
 
 
 class RandomCrop:
-    """A random ``patch_size`` crop; volumes smaller than the patch are zero-padded first."""
+    """A random ``patch_size`` crop; volumes smaller than the patch are zero-padded first.
 
-    def __init__(self, patch_size):
+    ``margin`` (voxels per axis, default none) lets the crop reach that far beyond each side
+    of the volume (zero image, background label), so the anatomy is seen at more positions:
+    LA scans are barely deeper than the 80-slice patch, which otherwise fixes where the
+    atrium lies along Z.
+    """
+
+    def __init__(self, patch_size, margin=(0, 0, 0)):
         self.patch_size = tuple(patch_size)
+        self.margin = tuple(margin)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        sample = _pad(sample, self.patch_size)
+        sample = _pad(sample, self.patch_size, self.margin)
         return _crop(sample, draw_crop_start(rng, sample["image"].shape, self.patch_size), self.patch_size)
 
 

@@ -161,6 +161,19 @@ def test_make_training_batches_paths_identical(tiny_cases, labeled_bs, batch_siz
         check_aligned(*a, case_numbers=allowed)
 
 
+def test_crop_margin_same_on_both_paths_and_reaches_outside(tiny_cases):
+    labeled, unlabeled = tiny_cases.ids[:2], tiny_cases.ids[2:4]
+    streams = [make_training_batches(tiny_cases.root, labeled, unlabeled, 4, 2, PATCH, NUM_CLASSES, seed=3,
+                                     device=CPU, on_device=on_device, num_workers=0, crop_margin=(0, 0, 6))
+               for on_device in (False, True)]
+    empty_slices = 0
+    for a, b in itertools.islice(zip(*streams), 8):
+        assert a[0].shape == (4, 1, *PATCH)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        empty_slices += int((a[0] == 0).all(dim=(1, 2, 3)).sum())  # (B, Z) slices wholly outside
+    assert empty_slices > 0  # some crops reach past the volume's ends along z
+
+
 def test_batches_do_not_depend_on_the_number_of_workers(tiny_cases):
     """Each sample's augmentation comes from (seed, batch, position), not from a worker's stream."""
     labeled, unlabeled = tiny_cases.ids[:2], tiny_cases.ids[2:]

@@ -282,6 +282,8 @@ BAD_INPUT = {
     "patch not multiple of 16": (MT, lambda t, s: [*data_args(s), *TINY, "--patch_size", "30", "32", "16"],
                                  ["multiples of 16", "30 32 16"]),
     "patch zero": (SUP, lambda t, s: [*data_args(s), *TINY, "--patch_size", "32", "0", "16"], ["multiples of 16"]),
+    "negative crop_margin": (SUP, lambda t, s: [*data_args(s), *TINY, "--crop_margin", "0", "0", "-2"],
+                             ["--crop_margin", "0 0 -2"]),
     "max_iterations 0": (MT, lambda t, s: [*data_args(s), *TINY, "--max_iterations", "0"], ["--max_iterations"]),
     "save_every 0": (MT, lambda t, s: [*data_args(s), *TINY, "--save_every", "0"], ["--save_every"]),
     "snapshot_every 0": (SUP, lambda t, s: [*data_args(s), *TINY, "--snapshot_every", "0"], ["--snapshot_every"]),
@@ -313,3 +315,9 @@ def test_rerun_needs_overwrite(syn, tmp_path):
     assert (folder / "iter_1.pth").stat().st_mtime_ns == first, "the refused run must not touch the checkpoint"
     ok(run_script(SUP, [*args, "--overwrite"], tmp_path))
     assert (folder / "iter_1.pth").stat().st_mtime_ns != first
+
+
+def test_crop_margin_runs_and_is_recorded(syn, tmp_path):
+    ok(run_script(SUP, [*data_args(syn), *SHORT, "--crop_margin", "0", "0", "8"], tmp_path))
+    config = json.loads((run_dir(tmp_path, "SUP") / "config.json").read_text())
+    assert config["args"]["crop_margin"] == [0, 0, 8]

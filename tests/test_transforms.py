@@ -150,6 +150,29 @@ def test_random_crop_pads_with_zeros_when_smaller():
         np.testing.assert_array_equal(label[inside].reshape(10, 16, 5), label_of(image[3:13, :, 1:6]))
 
 
+def test_random_crop_margin_reaches_beyond_the_volume():
+    """With a margin of 4 along z the crop start ranges over -4..+4 of the volume (8 - 8 + 2*4),
+    and what lies outside the volume is zero image and background label."""
+    sample = coded_sample((16, 16, 8))
+    z_starts = set()
+    for seed in range(60):
+        out = RandomCrop((16, 16, 8), margin=(0, 0, 4))(sample, np.random.default_rng(seed))
+        image, label = out["image"], out["label"]
+        assert image.shape == (16, 16, 8) == label.shape
+        inside = (image > 0).all(axis=(0, 1))
+        assert inside.any() and (image[:, :, ~inside] == 0).all() and (label[:, :, ~inside] == 0).all()
+        first = int(np.argmax(inside))
+        z = decode(image[:, :, inside])[2][0, 0]
+        z_starts.add(int(z[0]) - first)  # volume slice at the crop's first slice (negative: outside)
+        np.testing.assert_array_equal(label[:, :, inside], label_of(image[:, :, inside]))
+    assert z_starts == set(range(-4, 5))
+
+
+def test_padding_to_adds_the_margin_then_what_the_patch_needs():
+    assert padding_to((10, 20, 5), (16, 16, 8), (0, 2, 1)) == [(3, 3), (2, 2), (1, 2)]
+    assert padding_to((10, 20, 5), (16, 16, 8)) == [(3, 3), (0, 0), (1, 2)]
+
+
 def test_random_crop_exact_size_is_identity():
     sample = coded_sample((16, 16, 8))
     out = RandomCrop((16, 16, 8))(sample, np.random.default_rng(0))

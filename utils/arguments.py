@@ -24,6 +24,9 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
                            "stored (UA-MT's whole-scan z-score, which leaves some LA crops dark)")
     data.add_argument("--patch_size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                       help="training patch in voxels (default: the dataset's, 112 112 80 for LA)")
+    data.add_argument("--crop_margin", type=int, nargs=3, default=[0, 0, 0], metavar=("X", "Y", "Z"),
+                      help="let random training crops reach this many voxels beyond each side of the volume "
+                           "(zero-padded), for more positions of the anatomy; 0 0 0 is the original crop")
     run = p.add_argument_group("run")
     run.add_argument("--exp", default="vnet", help="experiment name, part of the run folder")
     run.add_argument("--model", default=model_default, help="method name, the run folder's last part")
@@ -81,6 +84,9 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
                         f"got {' '.join(map(str, args.patch_size))}")
     if not 1 <= args.labeled_bs <= args.batch_size:
         raise UserError(f"--labeled_bs must be between 1 and --batch_size ({args.batch_size}), got {args.labeled_bs}")
+    if any(m < 0 for m in args.crop_margin):
+        raise UserError(f"--crop_margin values must be 0 or more voxels, got {' '.join(map(str, args.crop_margin))}")
+    args.crop_margin = tuple(args.crop_margin)
     for flag in ("save_every", "snapshot_every", "log_every", "val_every"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
