@@ -108,7 +108,9 @@ def resolve_lists(args) -> None:
                             f"{len(train)} cases and Mean Teacher needs unlabeled ones)")
     args.train_cases, args.eval_cases = len(train), len(evaluation)
     args.val_every = args.val_every or max(args.max_iterations // 12, 1)
-    args.out = Path(args.out or f"results/{args.dataset_name}_{args.exp}{args.max_iterations}")
+    # the schedule is part of the name (repro6000); a separator where the name ends in a digit (m16_6000)
+    args.grid_name = f"{args.exp}{'_' if args.exp[-1:].isdigit() else ''}{args.max_iterations}"
+    args.out = Path(args.out or f"results/{args.dataset_name}_{args.grid_name}")
 
 
 def plan(args) -> list[Run]:
@@ -117,7 +119,7 @@ def plan(args) -> list[Run]:
     for labelnum in args.labelnum:
         for seed in args.seeds:
             for method in args.methods:
-                runs.append(Run(method, labelnum, seed, f"{args.exp}{args.max_iterations}_s{seed}"))
+                runs.append(Run(method, labelnum, seed, f"{args.grid_name}_s{seed}"))
     return runs
 
 
@@ -222,7 +224,8 @@ def main():
     args = parse_args()
     resolve_lists(args)
     runs = plan(args)
-    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.dry_run:
+        args.out.mkdir(parents=True, exist_ok=True)
     print(f"{len(runs)} runs: {', '.join(args.methods)} x labelnum {args.labelnum} of {args.train_cases} training "
           f"cases x seeds {args.seeds}; {args.max_iterations} iterations; evaluation on {args.eval_cases} cases of "
           f"{args.eval_list}; results in {args.out}" + (f"; {args.jobs} at a time" if args.jobs > 1 else ""))

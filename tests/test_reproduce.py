@@ -119,7 +119,15 @@ def test_dry_run_prints_commands_only(grid, tmp_path):
     proc = ok(reproduce([*args[:-6], "--seeds", "7", "--dry_run", "--out", tmp_path / "dry"], cwd))
     assert "train_sup.py" in proc.stdout and "--seed 7" in proc.stdout and "inference.py" in proc.stdout
     assert not (cwd / "model" / "Synthetic_repro4_s7_2_labeled").exists()
-    assert not (tmp_path / "dry" / "results.md").exists()
+    assert not (tmp_path / "dry").exists()
+
+
+def test_a_name_ending_in_a_digit_is_kept_apart_from_the_schedule(grid):
+    cwd, args, _, _ = grid
+    at = args.index("--out")
+    without_out = args[:at] + args[at + 2:-6]
+    proc = ok(reproduce([*without_out, "--seeds", "7", "--exp", "m16", "--dry_run"], cwd))
+    assert "--exp m16_4_s7" in proc.stdout and "results/Synthetic_m16_4" in proc.stdout
 
 
 def test_evaluating_on_training_cases_is_refused(grid):
