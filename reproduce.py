@@ -6,7 +6,8 @@ Teacher against training on the labeled cases alone, at two label ratios, over s
         --max_iterations 1000 --train_args "--lr_decay_every 700" --mt_args "--consistency_rampup 6.67"
 
 For every method x labelnum x seed it trains with ``train_sup.py`` or ``train_mean_teacher.py``
-(run folders under ``model/`` as usual, experiment ``{--exp}{iterations}_s{seed}``), evaluates
+(run folders under ``model/`` as usual, experiment ``{--exp}{iterations}_s{seed}``, an underscore
+before the iterations where ``--exp`` ends in a digit), evaluates
 the **last** checkpoint with ``inference.py`` on the evaluation list, and writes to ``--out``:
 
     results.md        mean +- std over seeds of Dice, Jaccard, 95HD and ASD per row, the
@@ -71,7 +72,7 @@ def parse_args():
                         "OMP_NUM_THREADS so that jobs x threads fits the cores)")
     p.add_argument("--figure_cases", type=int, default=3, help="evaluation cases in the comparison figure")
     p.add_argument("--gpu", default="0")
-    p.add_argument("--out", default=None, help="results folder (default: results/{dataset}_{exp}{iterations})")
+    p.add_argument("--out", default=None, help="results folder (default: results/{dataset}_{exp}{iterations}, e.g. LA_repro6000)")
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     args = p.parse_args()
     if args.max_iterations < 1:
