@@ -22,6 +22,7 @@ from dataloaders.case_lists import read_case_list  # noqa: E402
 from dataloaders.datasets import case_format  # noqa: E402
 from inference import load_network  # noqa: E402
 from utils.checkpoint import load_checkpoint, trained_normalization  # noqa: E402
+from utils.device import select_device  # noqa: E402
 from utils.errors import UserError, report_user_errors  # noqa: E402
 from utils.metrics import dice  # noqa: E402
 from utils.sliding_window import sliding_window_predict  # noqa: E402
@@ -38,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--stride_xy", type=int, default=18)
     p.add_argument("--stride_z", type=int, default=4)
     p.add_argument("--train_list", default=None, help="training cases, for the atrium's usual Z range")
+    p.add_argument("--gpu", default="0", help="visible GPU(s); the CPU where CUDA is unavailable")
     return p.parse_args(argv)
 
 
@@ -62,10 +64,11 @@ def z_range(label: np.ndarray) -> tuple[int, int]:
 @report_user_errors
 def main(argv=None):
     args = parse_args(argv)
+    device = select_device(args.gpu)
     root = Path(args.root_path)
     checkpoint = load_checkpoint(args.checkpoint)
     data = case_format(root, trained_normalization(checkpoint))
-    net = load_network(checkpoint, Path(args.checkpoint), args.teacher, 2, torch.device("cpu"))
+    net = load_network(checkpoint, Path(args.checkpoint), args.teacher, 2, device)
     torch.set_grad_enabled(False)
     if args.train_list:
         ranges = np.array([z_range(data.read(root, case)[1]) for case in read_case_list(args.train_list)])
@@ -75,12 +78,12 @@ def main(argv=None):
     for case in args.cases:
         image, label = data.read(root, case)
         first, last = z_range(label)
+        depth = image.shape[2]
         scores = []
         for s in args.shifts:
             _, pred = sliding_window_predict(net, shift_along_z(image, s), tuple(args.patch_size), args.stride_xy,
-                                             args.stride_z, 2, torch.device("cpu"))
-            pred = pred.numpy()
-            depth = image.shape[2]
+                                             args.stride_z, 2, device)
+            pred = pred.cpu().numpy()
             inside = slice(0, depth - s) if s >= 0 else slice(-s, depth)  # original slices still in the volume
             moved = slice(s, depth) if s >= 0 else slice(0, depth + s)
             scores.append(dice(pred[:, :, moved] == 1, label[:, :, inside] == 1))
