@@ -55,7 +55,7 @@ def main():
     batches = make_training_batches(args.root_path, labeled_ids, unlabeled_ids, args.batch_size, args.labeled_bs,
                                     args.patch_size, args.num_classes, args.seed, device, bool(args.data_on_device),
                                     args.num_workers, start_batch=start, rank=ranks.rank, world_size=ranks.world_size,
-                                    normalize=args.normalize, crop_margin=args.crop_margin)
+                                    normalize=args.normalize, crop_margin=args.crop_margin, crop_fill=args.crop_fill)
     validator = make_validator(args, device, ranks)
     run = open_run(args, device, ranks)
     run.info(f"{len(labeled_ids)} labeled and {len(unlabeled_ids)} unlabeled cases, patch {args.patch_size}")

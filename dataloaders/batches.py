@@ -23,7 +23,7 @@ from dataloaders.check_data import check_cases
 from dataloaders.datasets import case_format
 from dataloaders.la_heart import LAHeart, check_patch_fits
 from dataloaders.samplers import EndlessBatchSampler, RankSlice, TwoStreamBatchSampler
-from dataloaders.transforms import (Compose, RandomCrop, RandomRotFlip, ToTensor, draw_crop_start,
+from dataloaders.transforms import (Compose, RandomCrop, RandomRotFlip, ToTensor, draw_crop_start, mirrored_crop,
                                     draw_rot_flip, padding_to, sample_rng)
 from utils.errors import UserError
 
@@ -44,8 +44,9 @@ class _Batches:
 
 class LoaderBatches(_Batches):
     def __init__(self, root, case_ids, batch_sampler: TwoStreamBatchSampler | RankSlice, patch_size, seed: int,
-                 device: torch.device, num_workers: int = 2, start_batch: int = 0, read=None, crop_margin=(0, 0, 0)):
-        transform = Compose([RandomRotFlip(), RandomCrop(patch_size, crop_margin), ToTensor()])
+                 device: torch.device, num_workers: int = 2, start_batch: int = 0, read=None, crop_margin=(0, 0, 0),
+                 crop_fill: str = "zero"):
+        transform = Compose([RandomRotFlip(), RandomCrop(patch_size, crop_margin, crop_fill), ToTensor()])
         dataset = LAHeart(root, case_ids, transform=transform, seed=seed, read=read)
         self.device = device
         self.loader = DataLoader(dataset, batch_sampler=EndlessBatchSampler(batch_sampler, start_batch, seeded=True),
@@ -63,11 +64,12 @@ class LoaderBatches(_Batches):
 
 class DeviceBatches(_Batches):
     def __init__(self, volumes, batch_sampler: TwoStreamBatchSampler | RankSlice, patch_size, seed: int,
-                 device: torch.device, start_batch: int = 0, crop_margin=(0, 0, 0)):
+                 device: torch.device, start_batch: int = 0, crop_margin=(0, 0, 0), crop_fill: str = "zero"):
         self.images = [torch.from_numpy(image).to(device) for image, _ in volumes]
         self.labels = [torch.from_numpy(label).to(device) for _, label in volumes]
         self.patch_size = tuple(patch_size)
         self.crop_margin = tuple(crop_margin)
+        self.crop_fill = crop_fill
         self.seed = seed
         self.batches = iter(EndlessBatchSampler(batch_sampler, start_batch, seeded=True))
 
@@ -85,6 +87,8 @@ class DeviceBatches(_Batches):
         k, axis = draw_rot_flip(rng)
         image = torch.flip(torch.rot90(image, k, dims=(0, 1)), dims=(axis,))
         label = torch.flip(torch.rot90(label, k, dims=(0, 1)), dims=(axis,))
+        if self.crop_fill == "mirror":
+            return self._mirrored_crop(image, label, rng)
         pads = padding_to(image.shape, self.patch_size, self.crop_margin)
         if any(before or after for before, after in pads):
             torch_pads = [n for before_after in reversed(pads) for n in before_after]  # last axis first
@@ -93,19 +97,29 @@ class DeviceBatches(_Batches):
         region = tuple(slice(b, b + p) for b, p in zip(start, self.patch_size))
         return image[region], label[region]
 
+    def _mirrored_crop(self, image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator):
+        pads = padding_to(image.shape, self.patch_size)  # only what the patch needs, zeros
+        if any(before or after for before, after in pads):
+            torch_pads = [n for before_after in reversed(pads) for n in before_after]
+            image, label = F.pad(image, torch_pads), F.pad(label, torch_pads)
+        for axis, index in enumerate(mirrored_crop(image.shape, self.patch_size, self.crop_margin, rng)):
+            index = torch.from_numpy(index).to(image.device)
+            image, label = image.index_select(axis, index), label.index_select(axis, index)
+        return image, label
+
 
 def make_training_batches(root, labeled_ids, unlabeled_ids, batch_size: int, labeled_bs: int, patch_size,
                           num_classes: int, seed: int, device: torch.device, on_device: bool, num_workers: int = 2,
                           start_batch: int = 0, rank: int = 0, world_size: int = 1, normalize: str = "none",
-                          crop_margin=(0, 0, 0)):
+                          crop_margin=(0, 0, 0), crop_fill: str = "zero"):
     """The training batch stream: ``labeled_bs`` labeled cases first, then unlabeled ones.
 
     ``root`` is a folder of either layout (``case_format``, with ``normalize``). Every case is
     read and checked first (``check_cases``). With no unlabeled cases and
     ``batch_size == labeled_bs`` the batches are labeled only. ``start_batch`` skips to
     that batch, for a resumed run. ``crop_margin`` (voxels per axis) lets random crops reach
-    beyond the volume (``RandomCrop``). Under torchrun each of the ``world_size`` ranks gets its
-    own slice of a batch ``world_size`` times larger (``RankSlice``).
+    beyond the volume, filled as ``crop_fill`` says (``RandomCrop``). Under torchrun each of
+    the ``world_size`` ranks gets its own slice of a batch ``world_size`` times larger (``RankSlice``).
     """
     if len(labeled_ids) < labeled_bs * world_size:
         ranks = f" on each of {world_size} processes" if world_size > 1 else ""
@@ -115,11 +129,24 @@ def make_training_batches(root, labeled_ids, unlabeled_ids, batch_size: int, lab
     layout = case_format(root, normalize)
     volumes = check_cases(root, case_ids, num_classes, layout.read, layout.case_file)
     check_patch_fits({c: v[0].shape for c, v in zip(case_ids, volumes)}, patch_size)
+    if crop_fill == "mirror":
+        check_mirror_fits({c: v[0].shape for c, v in zip(case_ids, volumes)}, crop_margin)
     sampler = TwoStreamBatchSampler(range(len(labeled_ids)), range(len(labeled_ids), len(case_ids)),
                                     batch_size * world_size, (batch_size - labeled_bs) * world_size, seed=seed)
     if world_size > 1:
         sampler = RankSlice(sampler, rank, world_size)
     if on_device:
-        return DeviceBatches(volumes, sampler, patch_size, seed, device, start_batch, crop_margin)
+        return DeviceBatches(volumes, sampler, patch_size, seed, device, start_batch, crop_margin, crop_fill)
     return LoaderBatches(root, case_ids, sampler, patch_size, seed, device, num_workers, start_batch, layout.read,
-                         crop_margin)
+                         crop_margin, crop_fill)
+
+
+def check_mirror_fits(shapes: dict, crop_margin) -> None:
+    """A mirrored margin can reach at most one volume length minus one voxel past an end. x and
+    y count together: the quarter turns before the crop swap them."""
+    for axis, margin in enumerate(crop_margin):
+        axes = (0, 1) if axis < 2 else (axis,)
+        case, size = min(((case, shape[a]) for case, shape in shapes.items() for a in axes), key=lambda c: c[1])
+        if margin >= size:
+            raise UserError(f"--crop_margin {margin} along axis {axis} is too large to mirror: case {case} has only "
+                            f"{size} voxels there; use at most {size - 1} or --crop_fill zero")

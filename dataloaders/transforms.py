@@ -39,6 +39,15 @@ def padding_to(shape, patch_size, margin=(0, 0, 0)) -> list[tuple[int, int]]:
     return pads
 
 
+def mirrored_indices(size: int, start: int, length: int) -> np.ndarray:
+    """Indices of ``length`` voxels from ``start`` (negative or past the end: outside) along an
+    axis of ``size`` voxels, the outside ones mirrored back in about the end voxel (numpy's
+    "reflect": ... 2 1 | 0 1 2 ... n-1 | n-2 ...). Needs ``-start`` and the overshoot below ``size``."""
+    index = np.arange(start, start + length)
+    index = np.abs(index)
+    return np.where(index >= size, 2 * (size - 1) - index, index)
+
+
 def _pad(sample: dict, patch_size, margin=(0, 0, 0)) -> dict:
     pads = padding_to(sample["image"].shape, patch_size, margin)
     if not any(before or after for before, after in pads):
@@ -65,18 +74,31 @@ class RandomCrop:
     """A random ``patch_size`` crop; volumes smaller than the patch are zero-padded first.
 
     ``margin`` (voxels per axis, default none) lets the crop reach that far beyond each side
-    of the volume (zero image, background label), so the anatomy is seen at more positions:
-    LA scans are barely deeper than the 80-slice patch, which otherwise fixes where the
-    atrium lies along Z.
+    of the volume, so the anatomy is seen at more positions: LA scans are barely deeper than
+    the 80-slice patch, which otherwise fixes where the atrium lies along Z. ``fill`` says
+    what lies there: ``"zero"`` (zero image, background label) or ``"mirror"`` (the volume
+    mirrored about its end slice, image and label alike). Both draw the same crop position.
     """
 
-    def __init__(self, patch_size, margin=(0, 0, 0)):
+    def __init__(self, patch_size, margin=(0, 0, 0), fill: str = "zero"):
         self.patch_size = tuple(patch_size)
         self.margin = tuple(margin)
+        self.fill = fill
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        sample = _pad(sample, self.patch_size, self.margin)
-        return _crop(sample, draw_crop_start(rng, sample["image"].shape, self.patch_size), self.patch_size)
+        if self.fill == "zero":
+            sample = _pad(sample, self.patch_size, self.margin)
+            return _crop(sample, draw_crop_start(rng, sample["image"].shape, self.patch_size), self.patch_size)
+        sample = _pad(sample, self.patch_size)  # only what the patch needs, zeros as without a margin
+        index = np.ix_(*mirrored_crop(sample["image"].shape, self.patch_size, self.margin, rng))
+        return {**sample, "image": sample["image"][index], "label": sample["label"][index]}
+
+
+def mirrored_crop(shape, patch_size, margin, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per axis, the volume indices of a random crop that may reach ``margin`` voxels past each
+    end, mirrored back in; the position is drawn as for a zero-filled margin."""
+    start = draw_crop_start(rng, [s + 2 * m for s, m in zip(shape, margin)], patch_size)
+    return [mirrored_indices(s, b - m, p) for s, b, m, p in zip(shape, start, margin, patch_size)]
 
 
 class CenterCrop:

@@ -174,6 +174,30 @@ def test_crop_margin_same_on_both_paths_and_reaches_outside(tiny_cases):
     assert empty_slices > 0  # some crops reach past the volume's ends along z
 
 
+def test_mirrored_crop_margin_same_on_both_paths_and_never_zero(tiny_cases):
+    labeled, unlabeled = tiny_cases.ids[:2], tiny_cases.ids[2:4]
+    streams = [make_training_batches(tiny_cases.root, labeled, unlabeled, 4, 2, PATCH, NUM_CLASSES, seed=3,
+                                     device=CPU, on_device=on_device, num_workers=0, crop_margin=(0, 0, 6),
+                                     crop_fill="mirror")
+               for on_device in (False, True)]
+    zero = make_training_batches(tiny_cases.root, labeled, unlabeled, 4, 2, PATCH, NUM_CLASSES, seed=3, device=CPU,
+                                 on_device=True, crop_margin=(0, 0, 6))
+    differs = 0
+    for a, b, z in itertools.islice(zip(*streams, zero), 8):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert not (a[0] == 0).all(dim=(1, 2, 3)).any()  # no slice wholly outside the volume
+        inside = ~(z[0] == 0).all(dim=(1, 2, 3), keepdim=True).expand_as(z[0])  # the zero fill's volume slices
+        assert torch.equal(a[0][inside], z[0][inside])
+        differs += int((a[0] != z[0]).any())
+    assert differs > 0
+
+
+def test_mirrored_crop_margin_larger_than_a_volume_is_refused(tiny_cases):
+    with pytest.raises(UserError, match="too large to mirror.*--crop_fill zero"):
+        make_training_batches(tiny_cases.root, tiny_cases.ids[:2], tiny_cases.ids[2:4], 4, 2, PATCH, NUM_CLASSES,
+                              seed=3, device=CPU, on_device=True, crop_margin=(0, 0, 500), crop_fill="mirror")
+
+
 def test_batches_do_not_depend_on_the_number_of_workers(tiny_cases):
     """Each sample's augmentation comes from (seed, batch, position), not from a worker's stream."""
     labeled, unlabeled = tiny_cases.ids[:2], tiny_cases.ids[2:]

@@ -317,7 +317,8 @@ def test_rerun_needs_overwrite(syn, tmp_path):
     assert (folder / "iter_1.pth").stat().st_mtime_ns != first
 
 
-def test_crop_margin_runs_and_is_recorded(syn, tmp_path):
-    ok(run_script(SUP, [*data_args(syn), *SHORT, "--crop_margin", "0", "0", "8"], tmp_path))
+@pytest.mark.parametrize("fill", ["zero", "mirror"])
+def test_crop_margin_runs_and_is_recorded(syn, tmp_path, fill):
+    ok(run_script(SUP, [*data_args(syn), *SHORT, "--crop_margin", "0", "0", "8", "--crop_fill", fill], tmp_path))
     config = json.loads((run_dir(tmp_path, "SUP") / "config.json").read_text())
-    assert config["args"]["crop_margin"] == [0, 0, 8]
+    assert config["args"]["crop_margin"] == [0, 0, 8] and config["args"]["crop_fill"] == fill

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dataloaders.transforms import (CenterCrop, Compose, RandomCrop, RandomRotFlip, ToTensor, center_crop_start,
-                                    draw_crop_start, draw_rot_flip, padding_to, sample_rng)
+                                    draw_crop_start, draw_rot_flip, mirrored_indices, padding_to, sample_rng)
 
 
 def coded_sample(shape):
@@ -166,6 +166,37 @@ def test_random_crop_margin_reaches_beyond_the_volume():
         z_starts.add(int(z[0]) - first)  # volume slice at the crop's first slice (negative: outside)
         np.testing.assert_array_equal(label[:, :, inside], label_of(image[:, :, inside]))
     assert z_starts == set(range(-4, 5))
+
+
+def test_mirrored_indices_reflect_about_the_end_voxels():
+    np.testing.assert_array_equal(mirrored_indices(5, -3, 11), [3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1])
+    np.testing.assert_array_equal(mirrored_indices(5, 1, 3), [1, 2, 3])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_mirrored_margin_draws_the_zero_margin_position_and_mirrors_the_volume(seed):
+    """The same rng gives the crop the same place with either fill; inside the volume the two
+    agree, outside the mirror holds the volume's own voxels (label matching image)."""
+    sample = coded_sample((16, 12, 8))
+    zero = RandomCrop((16, 12, 8), margin=(0, 2, 5))(sample, np.random.default_rng(seed))
+    mirror = RandomCrop((16, 12, 8), margin=(0, 2, 5), fill="mirror")(sample, np.random.default_rng(seed))
+    inside = zero["image"] > 0
+    np.testing.assert_array_equal(mirror["image"][inside], zero["image"][inside])
+    assert (mirror["image"] > 0).all()
+    np.testing.assert_array_equal(mirror["label"], label_of(mirror["image"]))
+    inside_z = inside.any(axis=(0, 1))
+    first = int(np.argmax(inside_z))
+    volume_slice = int(decode(zero["image"][:, :, first][inside[:, :, first]])[2][0])
+    start = volume_slice - first  # the volume slice at the crop's first slice (negative: outside)
+    np.testing.assert_array_equal(decode(mirror["image"])[2][0, 0], mirrored_indices(8, start, 8))
+
+
+def test_mirrored_margin_keeps_zero_padding_for_volumes_smaller_than_the_patch():
+    sample = coded_sample((10, 16, 8))  # x is 6 short of the patch: zeros there, as without a margin
+    out = RandomCrop((16, 16, 8), margin=(0, 0, 3), fill="mirror")(sample, np.random.default_rng(1))
+    assert out["image"].shape == (16, 16, 8)
+    assert (out["image"][:3] == 0).all() and (out["image"][13:] == 0).all() and (out["label"][:3] == 0).all()
+    assert (out["image"][3:13] > 0).all()
 
 
 def test_padding_to_adds_the_margin_then_what_the_patch_needs():

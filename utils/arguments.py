@@ -26,7 +26,11 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
                       help="training patch in voxels (default: the dataset's, 112 112 80 for LA)")
     data.add_argument("--crop_margin", type=int, nargs=3, default=[0, 0, 0], metavar=("X", "Y", "Z"),
                       help="let random training crops reach this many voxels beyond each side of the volume "
-                           "(zero-padded), for more positions of the anatomy; 0 0 0 is the original crop")
+                           "(filled as --crop_fill says), for more positions of the anatomy; "
+                           "0 0 0 is the original crop")
+    data.add_argument("--crop_fill", default="zero", choices=["zero", "mirror"],
+                      help="what fills a --crop_margin beyond the volume: zeros (background), or the volume "
+                           "mirrored about its end voxel, image and label alike")
     run = p.add_argument_group("run")
     run.add_argument("--exp", default="vnet", help="experiment name, part of the run folder")
     run.add_argument("--model", default=model_default, help="method name, the run folder's last part")
