@@ -88,24 +88,22 @@ class DeviceBatches(_Batches):
         image = torch.flip(torch.rot90(image, k, dims=(0, 1)), dims=(axis,))
         label = torch.flip(torch.rot90(label, k, dims=(0, 1)), dims=(axis,))
         if self.crop_fill == "mirror":
-            return self._mirrored_crop(image, label, rng)
-        pads = padding_to(image.shape, self.patch_size, self.crop_margin)
-        if any(before or after for before, after in pads):
-            torch_pads = [n for before_after in reversed(pads) for n in before_after]  # last axis first
-            image, label = F.pad(image, torch_pads), F.pad(label, torch_pads)
+            image, label = _zero_pad(image, label, padding_to(image.shape, self.patch_size))  # what the patch needs
+            for axis, index in enumerate(mirrored_crop(image.shape, self.patch_size, self.crop_margin, rng)):
+                index = torch.from_numpy(index).to(image.device)
+                image, label = image.index_select(axis, index), label.index_select(axis, index)
+            return image, label
+        image, label = _zero_pad(image, label, padding_to(image.shape, self.patch_size, self.crop_margin))
         start = draw_crop_start(rng, image.shape, self.patch_size)
         region = tuple(slice(b, b + p) for b, p in zip(start, self.patch_size))
         return image[region], label[region]
 
-    def _mirrored_crop(self, image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator):
-        pads = padding_to(image.shape, self.patch_size)  # only what the patch needs, zeros
-        if any(before or after for before, after in pads):
-            torch_pads = [n for before_after in reversed(pads) for n in before_after]
-            image, label = F.pad(image, torch_pads), F.pad(label, torch_pads)
-        for axis, index in enumerate(mirrored_crop(image.shape, self.patch_size, self.crop_margin, rng)):
-            index = torch.from_numpy(index).to(image.device)
-            image, label = image.index_select(axis, index), label.index_select(axis, index)
+
+def _zero_pad(image: torch.Tensor, label: torch.Tensor, pads):
+    if not any(before or after for before, after in pads):
         return image, label
+    torch_pads = [n for before_after in reversed(pads) for n in before_after]  # last axis first
+    return F.pad(image, torch_pads), F.pad(label, torch_pads)
 
 
 def make_training_batches(root, labeled_ids, unlabeled_ids, batch_size: int, labeled_bs: int, patch_size,
