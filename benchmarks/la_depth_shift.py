@@ -31,7 +31,8 @@ from utils.sliding_window import sliding_window_predict  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root_path", required=True, help="the LA case folder (h5 layout)")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint of train_sup.py or train_mean_teacher.py")
+    p.add_argument("--checkpoint", nargs="+", required=True,
+                   help="checkpoints of train_sup.py or train_mean_teacher.py, each tested in turn")
     p.add_argument("--teacher", action="store_true", help="the Mean Teacher's teacher instead of the student")
     p.add_argument("--cases", nargs="+", required=True, help="case IDs to shift")
     p.add_argument("--shifts", type=int, nargs="+", default=[-4, 0, 4, 8, 12], help="slices along Z (+: up)")
@@ -66,28 +67,36 @@ def main(argv=None):
     args = parse_args(argv)
     device = select_device(args.gpu)
     root = Path(args.root_path)
-    checkpoint = load_checkpoint(args.checkpoint)
-    data = case_format(root, trained_normalization(checkpoint))
-    net = load_network(checkpoint, Path(args.checkpoint), args.teacher, 2, device)
     torch.set_grad_enabled(False)
-    if args.train_list:
-        ranges = np.array([z_range(data.read(root, case)[1]) for case in read_case_list(args.train_list)])
-        print(f"training cases ({len(ranges)}): atrium's first slice {ranges[:, 0].min()}-{ranges[:, 0].max()}, "
-              f"last slice {ranges[:, 1].min()}-{ranges[:, 1].max()}")
-    print("case      depth  atrium  " + "".join(f"{f'shift {s:+d}':>10}" for s in args.shifts) + "   (Dice)")
-    for case in args.cases:
-        image, label = data.read(root, case)
-        first, last = z_range(label)
-        depth = image.shape[2]
-        scores = []
-        for s in args.shifts:
-            _, pred = sliding_window_predict(net, shift_along_z(image, s), tuple(args.patch_size), args.stride_xy,
-                                             args.stride_z, 2, device)
-            pred = pred.cpu().numpy()
-            inside = slice(0, depth - s) if s >= 0 else slice(-s, depth)  # original slices still in the volume
-            moved = slice(s, depth) if s >= 0 else slice(0, depth + s)
-            scores.append(dice(pred[:, :, moved] == 1, label[:, :, inside] == 1))
-        print(f"{case[:8]}  {image.shape[2]:5d}  {first:2d}-{last:<3d} " + "".join(f"{d:10.3f}" for d in scores))
+    for number, path in enumerate(args.checkpoint):
+        checkpoint = load_checkpoint(path)
+        data = case_format(root, trained_normalization(checkpoint))
+        net = load_network(checkpoint, Path(path), args.teacher, 2, device)
+        if number == 0 and args.train_list:
+            ranges = np.array([z_range(data.read(root, case)[1]) for case in read_case_list(args.train_list)])
+            print(f"training cases ({len(ranges)}): atrium's first slice {ranges[:, 0].min()}-{ranges[:, 0].max()}, "
+                  f"last slice {ranges[:, 1].min()}-{ranges[:, 1].max()}")
+        print(f"== {path} ({'teacher' if args.teacher else 'student'})")
+        print("case      depth  atrium  " + "".join(f"{f'shift {s:+d}':>10}" for s in args.shifts) + "   (Dice)")
+        for case in args.cases:
+            image, label = data.read(root, case)
+            first, last = z_range(label)
+            print(f"{case[:8]}  {image.shape[2]:5d}  {first:2d}-{last:<3d} "
+                  + "".join(f"{d:10.3f}" for d in shifted_dice(net, image, label, args, device)), flush=True)
+
+
+def shifted_dice(net, image: np.ndarray, label: np.ndarray, args, device) -> list[float]:
+    """Dice of the prediction at each shift, moved back, on the slices that stayed inside."""
+    depth = image.shape[2]
+    scores = []
+    for s in args.shifts:
+        _, pred = sliding_window_predict(net, shift_along_z(image, s), tuple(args.patch_size), args.stride_xy,
+                                         args.stride_z, 2, device)
+        pred = pred.cpu().numpy()
+        inside = slice(0, depth - s) if s >= 0 else slice(-s, depth)  # original slices still in the volume
+        moved = slice(s, depth) if s >= 0 else slice(0, depth + s)
+        scores.append(dice(pred[:, :, moved] == 1, label[:, :, inside] == 1))
+    return scores
 
 
 if __name__ == "__main__":

@@ -34,3 +34,23 @@ def test_z_range():
     assert la_depth_shift.z_range(label) == (3, 7)
     with pytest.raises(UserError):
         la_depth_shift.z_range(np.zeros((2, 2, 2)))
+
+
+def test_main_tests_each_checkpoint_in_turn(syn, tmp_path, capsys):
+    from conftest import TINY, run_script
+    args = ["--dataset_name", "Synthetic", "--root_path", syn.root, "--train_list", syn.train_list, *TINY,
+            "--max_iterations", "2", "--save_every", "1", "--snapshot_every", "1"]
+    proc = run_script("train_sup.py", args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = tmp_path / "model" / "Synthetic_vnet_2_labeled" / "SUP"
+    checkpoints = [str(folder / "iter_1.pth"), str(folder / "iter_2.pth")]
+    la_depth_shift.main(["--root_path", str(syn.root), "--checkpoint", *checkpoints, "--cases", *syn.test_ids,
+                         "--shifts", "0", "2", "--patch_size", "32", "32", "16", "--stride_xy", "16",
+                         "--stride_z", "8", "--gpu", "", "--train_list", str(syn.train_list)])
+    out = capsys.readouterr().out
+    assert out.count("training cases (6)") == 1
+    for path in checkpoints:
+        assert f"== {path} (student)" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(tuple(c[:8] for c in syn.test_ids))]
+    assert len(rows) == 2 * len(syn.test_ids)
+    assert all(len(row) == 5 and all(0 <= float(d) <= 1 for d in row[3:]) for row in rows)
