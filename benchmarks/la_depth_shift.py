@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataloaders.case_lists import read_case_list  # noqa: E402
@@ -67,7 +66,6 @@ def main(argv=None):
     args = parse_args(argv)
     device = select_device(args.gpu)
     root = Path(args.root_path)
-    torch.set_grad_enabled(False)
     for number, path in enumerate(args.checkpoint):
         checkpoint = load_checkpoint(path)
         data = case_format(root, trained_normalization(checkpoint))

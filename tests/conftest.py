@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -116,3 +117,13 @@ def decode_image(image: np.ndarray):
     x, rest = np.divmod(rest, 10_000)
     y, z = np.divmod(rest, 100)
     return case, x, y, z
+
+
+@pytest.fixture(autouse=True)
+def grad_mode_is_left_on():
+    """Fail the test that switches autograd off globally (in-process ``main()`` calls do this if
+    a script forgets a ``no_grad`` context), instead of the unrelated tests that run after it."""
+    yield
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("the test left autograd disabled (torch.set_grad_enabled(False) without a context)")
