@@ -85,9 +85,9 @@ def parse_args():
 def resolve_lists(args) -> None:
     """Fill in the data folder and the case lists; check they exist and do not overlap."""
     defaults = dataset_defaults(args.dataset_name)
+    if args.dataset_name == "Synthetic" and args.root_path is None:
+        ensure_synthetic(defaults.root_path)  # generated on first use, only where it is expected
     args.root_path = args.root_path or defaults.root_path
-    if args.dataset_name == "Synthetic":
-        ensure_synthetic(args.root_path)
     lists_dir = case_format(check_root(args.root_path)).lists_dir
     for name, preferred, fallback in (("train_list", "dev_train.list", "train.list"),
                                       ("eval_list", "dev_val.list", "test.list")):

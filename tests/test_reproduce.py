@@ -154,6 +154,14 @@ def test_labelnum_out_of_range_is_refused(grid):
     assert proc.returncode != 0 and "--labelnum 8 must be between 1 and 7" in proc.stderr
 
 
+def test_a_missing_synthetic_folder_is_refused_not_generated_beside_it(tmp_path):
+    proc = reproduce(["--dataset_name", "Synthetic", "--root_path", tmp_path / "nowhere" / "volumes", "--dry_run"],
+                     tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "data folder not found" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing is written for a path the user gave"
+
+
 # ------------------------------------------------------------------ aggregation on known numbers
 def write_summary(folder, dice_by_class, empty=0):
     folder.mkdir(parents=True)

@@ -287,6 +287,13 @@ BAD_INPUT = {
     "max_iterations 0": (MT, lambda t, s: [*data_args(s), *TINY, "--max_iterations", "0"], ["--max_iterations"]),
     "save_every 0": (MT, lambda t, s: [*data_args(s), *TINY, "--save_every", "0"], ["--save_every"]),
     "snapshot_every 0": (SUP, lambda t, s: [*data_args(s), *TINY, "--snapshot_every", "0"], ["--snapshot_every"]),
+    "max_samples 0": (MT, lambda t, s: [*data_args(s), *TINY, "--max_samples", "0"], ["--max_samples", "got 0"]),
+    "negative lr decay": (SUP, lambda t, s: [*data_args(s), *TINY, "--lr_decay_every", "-5"], ["--lr_decay_every"]),
+    "negative base_lr": (SUP, lambda t, s: [*data_args(s), *TINY, "--base_lr", "-1"], ["--base_lr", "positive"]),
+    "base_lr nan": (MT, lambda t, s: [*data_args(s), *TINY, "--base_lr", "nan"], ["--base_lr", "got nan"]),
+    "ema_decay above 1": (MT, lambda t, s: [*data_args(s), *TINY, "--ema_decay", "1.5"], ["--ema_decay", "1.5"]),
+    "negative consistency": (MT, lambda t, s: [*data_args(s), *TINY, "--consistency", "-0.1"], ["--consistency"]),
+    "negative noise": (MT, lambda t, s: [*data_args(s), *TINY, "--noise_std", "-1"], ["--noise_std"]),
 }
 
 
