@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from dataloaders.batches import make_training_batches
 from dataloaders.case_lists import read_case_list, split_labeled
-from utils.arguments import require_positive_float, resolve_data_args, training_parser
+from utils.arguments import require_finite_number, resolve_data_args, training_parser
 from utils.ema import ema_decay_at, make_teacher, update_teacher
 from utils.errors import UserError, report_user_errors
 from utils.losses import CONSISTENCY_LOSSES, supervised_loss
@@ -39,7 +39,7 @@ def parse_args():
     if not 0.0 <= args.ema_decay <= 1.0:
         raise UserError(f"--ema_decay must be between 0 and 1 (0.99 in the original), got {args.ema_decay}")
     for flag in ("consistency", "consistency_rampup", "noise_std"):
-        require_positive_float(args, flag, allow_zero=True)
+        require_finite_number(args, flag, allow_zero=True)
     return args
 
 

@@ -100,12 +100,12 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
         raise UserError(f"--max_samples must be at least 1 (leave it out to use every case), got {args.max_samples}")
     if args.lr_decay_every < 0:
         raise UserError(f"--lr_decay_every must be 0 (a constant rate) or more iterations, got {args.lr_decay_every}")
-    require_positive_float(args, "base_lr")
+    require_finite_number(args, "base_lr")
     return args
 
 
-def require_positive_float(args: argparse.Namespace, flag: str, allow_zero: bool = False) -> None:
-    """A one-line error for a float flag that is negative (or zero, unless allowed) or not a number."""
+def require_finite_number(args: argparse.Namespace, flag: str, allow_zero: bool = False) -> None:
+    """A one-line error unless the float flag is finite and positive (or zero, where ``allow_zero``)."""
     value = getattr(args, flag)
     if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):  # NaN fails both comparisons
         raise UserError(f"--{flag} must be a {'non-negative' if allow_zero else 'positive'} number, got {value}")
