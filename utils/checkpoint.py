@@ -36,7 +36,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # a truncated or foreign file
-        raise UserError(f"cannot load checkpoint {path}: {err}") from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"cannot load checkpoint {path}: it is truncated or not a torch checkpoint ({reason}); "
+                        "pass a .pth written by this repository's training scripts") from None
 
 
 def trained_normalization(checkpoint: dict) -> str:
