@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dataloaders.case_lists import read_case_list
-from dataloaders.datasets import DATASETS, case_format, dataset_defaults, ensure_synthetic
+from dataloaders.datasets import DATASETS, case_format, root_or_default
 from dataloaders.la_heart import check_root
 from utils.errors import UserError, report_user_errors
 from utils.grid_results import METHODS, Run, collect, markdown_report
@@ -84,10 +84,7 @@ def parse_args():
 
 def resolve_lists(args) -> None:
     """Fill in the data folder and the case lists; check they exist and do not overlap."""
-    defaults = dataset_defaults(args.dataset_name)
-    if args.dataset_name == "Synthetic" and args.root_path is None:
-        ensure_synthetic(defaults.root_path)  # generated on first use, only where it is expected
-    args.root_path = args.root_path or defaults.root_path
+    args.root_path = root_or_default(args.dataset_name, args.root_path)
     lists_dir = case_format(check_root(args.root_path)).lists_dir
     for name, preferred, fallback in (("train_list", "dev_train.list", "train.list"),
                                       ("eval_list", "dev_val.list", "test.list")):

@@ -70,6 +70,17 @@ def dataset_defaults(name: str) -> DatasetDefaults:
     return DATASETS[name]
 
 
+def root_or_default(dataset_name: str, root_path) -> str:
+    """``root_path``, or the dataset's usual folder when it is None. The synthetic dataset is
+    generated there on first use, never beside a folder the user named."""
+    if root_path is not None:
+        return str(root_path)
+    root = dataset_defaults(dataset_name).root_path
+    if dataset_name == "Synthetic":
+        ensure_synthetic(root)
+    return str(root)
+
+
 def ensure_synthetic(root) -> None:
     """Generate the synthetic dataset into ``root``'s parent on first use."""
     root = Path(root)

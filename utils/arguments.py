@@ -1,8 +1,9 @@
 """Command-line flags shared by the training scripts, named as in the original LA scripts."""
 import argparse
+import math
 from pathlib import Path
 
-from dataloaders.datasets import DATASETS, NORMALIZATIONS, case_format, dataset_defaults, ensure_synthetic
+from dataloaders.datasets import DATASETS, NORMALIZATIONS, case_format, dataset_defaults, root_or_default
 from utils.errors import UserError
 
 
@@ -69,9 +70,7 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
 def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill dataset defaults, check the flags against each other, make paths absolute."""
     defaults = dataset_defaults(args.dataset_name)
-    if args.dataset_name == "Synthetic" and args.root_path is None:
-        ensure_synthetic(defaults.root_path)  # generated on first use, only where it is expected
-    args.root_path = args.root_path or defaults.root_path
+    args.root_path = root_or_default(args.dataset_name, args.root_path)
     args.patch_size = tuple(args.patch_size or defaults.patch_size)
     root = Path(args.root_path).resolve()
     args.root_path = str(root)
@@ -107,5 +106,5 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
 def require_finite_number(args: argparse.Namespace, flag: str, allow_zero: bool = False) -> None:
     """A one-line error unless the float flag is finite and positive (or zero, where ``allow_zero``)."""
     value = getattr(args, flag)
-    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):  # NaN fails both comparisons
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise UserError(f"--{flag} must be a {'non-negative' if allow_zero else 'positive'} number, got {value}")
