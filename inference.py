@@ -38,7 +38,7 @@ from networks.vnet import VNet
 from utils.checkpoint import load_checkpoint, trained_normalization
 from utils.device import amp_dtype, runtime_versions, select_device
 from utils.distributed import ranks_from_environment
-from utils.errors import UserError, report_user_errors
+from utils.errors import UserError, report_user_errors, require_folder_or_nothing
 from utils.metrics import keep_largest_component_per_class, multiclass_metrics
 from utils.run_folder import run_folder_path
 from utils.sliding_window import sliding_window_predict
@@ -145,8 +145,10 @@ def load_network(checkpoint: dict, path: Path, teacher: bool, num_classes: int, 
     config = checkpoint.get("network")
     weights = checkpoint.get("teacher" if teacher else "student")
     if config is None or weights is None:
-        what = "a teacher (trained with train_sup.py?)" if teacher and config else "network weights"
-        raise UserError(f"{path} holds no {what}; pass a checkpoint written by this repository's training scripts")
+        if teacher and config:
+            raise UserError(f"{path} has no teacher (a labeled-only run of train_sup.py); drop --teacher")
+        raise UserError(f"{path} holds no network weights; pass a checkpoint written by this repository's "
+                        "training scripts")
     if config.get("n_classes") != num_classes:
         raise UserError(f"{path} predicts {config.get('n_classes')} classes but the dataset has {num_classes}; "
                         "pick the checkpoint trained on this dataset")
@@ -295,6 +297,7 @@ def main():
     del checkpoint  # the optimizer state is not needed
     autocast = amp_dtype(device, bool(args.amp))
     out = Path(args.out) if args.out else default_out(args, path)
+    require_folder_or_nothing(out)
     out.mkdir(parents=True, exist_ok=True)
     log = Log(out / "log.txt", writes=ranks.is_main)
     log(f"evaluating {path} ({'teacher' if args.teacher else 'student'}, iteration {iteration}) on "

@@ -41,7 +41,7 @@ from pathlib import Path
 from dataloaders.case_lists import read_case_list
 from dataloaders.datasets import DATASETS, case_format, root_or_default
 from dataloaders.la_heart import check_root
-from utils.errors import UserError, report_user_errors
+from utils.errors import UserError, report_user_errors, require_folder_or_nothing
 from utils.grid_results import METHODS, Run, collect, markdown_report
 from utils.run_folder import read_scalars, run_folder_path
 
@@ -79,6 +79,18 @@ def parse_args():
         raise UserError(f"--max_iterations must be at least 1, got {args.max_iterations}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.val_every is not None and args.val_every < 1:
+        raise UserError(f"--val_every must be at least 1 (leave it out for 1/12 of the run), got {args.val_every}")
+    for flag in ("labelnum", "seeds"):
+        values = getattr(args, flag) or []
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise UserError(f"--{flag} lists {', '.join(map(str, twice))} more than once; give each value once")
+    bad_seeds = [seed for seed in args.seeds if not 0 <= seed < 2 ** 32]
+    if bad_seeds:
+        raise UserError(f"--seeds must be between 0 and 2**32 - 1, got {bad_seeds[0]}")
+    if args.out:
+        require_folder_or_nothing(args.out)
     return args
 
 
@@ -104,6 +116,7 @@ def resolve_lists(args) -> None:
         if not 1 <= n < len(train):
             raise UserError(f"--labelnum {n} must be between 1 and {len(train) - 1} (the training list has "
                             f"{len(train)} cases and Mean Teacher needs unlabeled ones)")
+    args.train_ids, args.eval_ids = train, evaluation
     args.train_cases, args.eval_cases = len(train), len(evaluation)
     args.val_every = args.val_every or max(args.max_iterations // 12, 1)
     # the schedule is part of the name (repro6000); a separator where the name ends in a digit (m16_6000)
@@ -140,6 +153,49 @@ def training_state(folder: Path, max_iterations: int) -> str:
     return "resume" if (folder / "latest.pth").is_file() else "start"
 
 
+def resumable_command(args, run: Run, state: str) -> list[str]:
+    """The training command for ``state``: ``--resume`` to continue; a start in a folder left
+    by an interrupted start (at most best_model.pth, never latest.pth) replaces it."""
+    folder = run_folder_path(args.dataset_name, run.exp, run.labelnum, run.method)
+    extra = ["--resume"] if state == "resume" else ["--overwrite"] if folder.is_dir() else []
+    return train_command(args, run) + extra
+
+
+# Each run's settings, written beside its checkpoints and its evaluations, so that a rerun with
+# other flags is refused instead of reusing numbers made with the old ones. Paths are left out
+# (a grid may be run in parts on machines whose data lie elsewhere); the case lists count by
+# their IDs.
+RECIPE_FILE = "reproduce.json"
+
+
+def recipe(args, run: Run) -> dict:
+    train_flags = shlex.split(args.train_args) + (shlex.split(args.mt_args) if run.method == "MT" else [])
+    return {"train": {"dataset": args.dataset_name, "method": run.method, "labelnum": run.labelnum, "seed": run.seed,
+                      "max_iterations": args.max_iterations, "train_cases": args.train_ids, "flags": train_flags},
+            "eval": {"eval_cases": args.eval_ids, "flags": shlex.split(args.eval_args)}}
+
+
+def check_recipe(folder: Path, expected: dict, fix: str) -> None:
+    """A one-line error if ``folder`` holds a recipe that differs from ``expected``; a folder
+    without one (made before recipes were kept) is taken as it is."""
+    path = folder / RECIPE_FILE
+    if not path.is_file():
+        return
+    stored = json.loads(path.read_text())
+    differences = [f"{part} {key} {stored.get(part, {}).get(key)!r} there, {value!r} now"
+                   if not key.endswith("_cases") else f"other {key.replace('_', ' ')}"
+                   for part, settings in expected.items() for key, value in settings.items()
+                   if stored.get(part, {}).get(key) != value]
+    if differences:
+        raise UserError(f"{folder} was made with other settings ({'; '.join(differences)}); rerun with the "
+                        f"settings it was made with, or {fix}")
+
+
+def write_recipe(folder: Path, settings: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RECIPE_FILE).write_text(json.dumps(settings, indent=1))
+
+
 def eval_command(args, run: Run, teacher: bool) -> list[str]:
     return [sys.executable, str(REPO / "inference.py"), *data_flags(args), "--test_list", args.eval_list,
             "--exp", run.exp, "--labelnum", str(run.labelnum), "--model", run.method,
@@ -169,9 +225,14 @@ def execute(command: list[str], log_path: Path, what: str) -> float:
 
 
 def evaluated(args, run: Run, teacher: bool) -> bool:
-    """Whether ``run``'s last checkpoint (student, or teacher) is evaluated in ``--out`` already."""
-    summary = run.eval_dir(args.out, teacher) / "summary.json"
-    return summary.is_file() and json.loads(summary.read_text()).get("iteration") == args.max_iterations
+    """Whether ``run``'s last checkpoint (student, or teacher) is evaluated in ``--out`` already,
+    with the settings asked for now (else a one-line error)."""
+    folder = run.eval_dir(args.out, teacher)
+    summary = folder / "summary.json"
+    if not (summary.is_file() and json.loads(summary.read_text()).get("iteration") == args.max_iterations):
+        return False
+    check_recipe(folder, recipe(args, run), "choose a new --out (and a new --exp where the training differs)")
+    return True
 
 
 def keep_scalars(args, run: Run) -> None:
@@ -197,7 +258,10 @@ def complete(args, run: Run, name: str) -> None:
         return
     folder = run_folder_path(args.dataset_name, run.exp, run.labelnum, run.method)
     state = training_state(folder, args.max_iterations)
-    command = train_command(args, run) + (["--resume"] if state == "resume" else [])
+    settings = recipe(args, run)
+    if state != "start":
+        check_recipe(folder, {"train": settings["train"]}, "choose a new --exp")
+    command = resumable_command(args, run, state)
     if args.dry_run:
         print(f"{name}: {'trained already' if state == 'finished' else shlex.join(command)}")
     elif state == "finished":
@@ -205,6 +269,7 @@ def complete(args, run: Run, name: str) -> None:
     else:
         print(f"{name}: training ({state}) ...", flush=True)
         seconds = execute(command, args.out / "logs" / f"train_{run.name}.txt", f"training {run.name}")
+        write_recipe(folder, {"train": settings["train"]})
         print(f"{name}: trained in {seconds / 60:.1f} min", flush=True)
     for teacher in METHODS[run.method].evaluated_models:
         command = eval_command(args, run, teacher)
@@ -213,6 +278,7 @@ def complete(args, run: Run, name: str) -> None:
         elif not evaluated(args, run, teacher):
             execute(command, args.out / "logs" / f"eval_{run.name}{'_teacher' if teacher else ''}.txt",
                     f"evaluating {run.name}")
+            write_recipe(run.eval_dir(args.out, teacher), settings)
     if not args.dry_run:
         keep_scalars(args, run)
 

@@ -48,7 +48,7 @@ def main():
     args = parse_args()
     if args.check_data:
         return print_data_report(args)
-    device, resume_from, ranks = setup(args)  # ranks: this process under torchrun (0 of 1 without)
+    device, resume_from, ranks = setup(args, with_teacher=True)  # ranks: this process under torchrun (0 of 1 without)
     start = resume_from["iteration"] if resume_from else 0
 
     # Data: the first labelnum training cases are labeled, the rest unlabeled.

@@ -29,7 +29,7 @@ def main():
     args = parse_args()
     if args.check_data:
         return print_data_report(args)
-    device, resume_from, ranks = setup(args)  # ranks: this process under torchrun (0 of 1 without)
+    device, resume_from, ranks = setup(args, with_teacher=False)  # ranks: this process under torchrun (0 of 1 without)
     start = resume_from["iteration"] if resume_from else 0
 
     # Data: only the first labelnum training cases, all labeled.

@@ -33,7 +33,7 @@ from urllib.parse import quote, urlsplit
 from urllib.request import Request, urlopen
 
 from dataloaders.case_lists import read_case_list
-from utils.errors import UserError, report_user_errors
+from utils.errors import UserError, report_user_errors, require_folder_or_nothing
 
 LA_BASE_URL = "https://raw.githubusercontent.com/yulequan/UA-MT/master/data/"
 LA_CASES_DIR = "2018LA_Seg_Training Set"
@@ -300,6 +300,9 @@ def main(argv=None):
     parser.add_argument("--skip_checksum", action="store_true",
                         help="hippocampus: do not check the archive's md5 (for a mirror that repacked it)")
     args = parser.parse_args(argv)
+    require_folder_or_nothing(args.out)
+    if not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.dataset == "la":
         root = download_la(args.out, args.base_url or LA_BASE_URL, args.timeout)
         print(f"LA data in {root} (cases in '{root / LA_CASES_DIR}', lists train.list and test.list); "

@@ -36,7 +36,7 @@ import numpy as np
 
 from dataloaders.case_lists import read_case_list
 from dataloaders.la_heart import VOLUME_FILE
-from utils.errors import UserError, report_user_errors
+from utils.errors import UserError, report_user_errors, require_folder_or_nothing
 
 IMAGE_FILE, LABEL_FILE = "lgemri.nrrd", "laendo.nrrd"
 CASES_DIR = "2018LA_Seg_Training Set"
@@ -89,6 +89,8 @@ def read_nrrd(path) -> tuple[np.ndarray, dict]:
     content = path.read_bytes()
     if not content.startswith(b"NRRD000"):
         raise UserError(f"{path} is not an NRRD file (it does not start with NRRD000x)")
+    if b"\n" not in content:
+        raise UserError(f"{path}: the NRRD header has no end (no blank line before the data)")
     fields, pos = {}, content.index(b"\n") + 1
     while True:
         end = content.find(b"\n", pos)
@@ -110,6 +112,8 @@ def read_nrrd(path) -> tuple[np.ndarray, dict]:
         sizes = [int(s) for s in fields["sizes"].split()]
     except KeyError as err:
         raise UserError(f"{path}: NRRD type {fields.get('type')!r} not supported or field {err} missing") from None
+    except ValueError:
+        raise UserError(f"{path}: NRRD sizes {fields['sizes']!r} are not whole numbers") from None
     if "data file" in fields or "datafile" in fields:
         raise UserError(f"{path}: detached NRRD data ({fields.get('data file', fields.get('datafile'))}) "
                         "is not supported; save the volume with its data attached (.nrrd, not .nhdr)")
@@ -311,6 +315,9 @@ def main(argv=None):
     parser.add_argument("--foreground", type=int, default=255, help="atrium value in laendo.nrrd")
     parser.add_argument("--cases_dir", default=CASES_DIR, help="sub-folder of --out for the case folders ('' for none)")
     args = parser.parse_args(argv)
+    require_folder_or_nothing(args.out)
+    if args.seed < 0:
+        raise UserError(f"--seed must be 0 or more, got {args.seed}")
     result = process_dataset(args.raw, args.out, args.seed, args.test_fraction, args.train_list, args.test_list,
                              tuple(args.margin), tuple(args.min_size), args.foreground, args.cases_dir)
     print(f"wrote {len(result['shapes'])} cases to {result['volumes']}; {len(result['train'])} in "

@@ -205,6 +205,17 @@ def test_cli_offline(tmp_path, capsys):
     assert f"download manually from http://127.0.0.1:{port}/{HIPPOCAMPUS_TAR} into {tmp_path})" in err
 
 
+@pytest.mark.parametrize("flags,message", [(["--timeout", "0"], "--timeout must be a positive number"),
+                                           (["--out", "a_file"], "a_file is a file")])
+def test_cli_bad_flags(tmp_path, capsys, flags, message):
+    (tmp_path / "a_file").write_text("")
+    flags = [str(tmp_path / f) if f == "a_file" else f for f in flags]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["la", "--out", str(tmp_path / "data"), *flags])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
 # ------------------------------------------------------------------ LA
 def h5_bytes(tmp_path: Path, seed: int) -> bytes:
     rng = np.random.default_rng(seed)

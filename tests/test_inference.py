@@ -341,6 +341,13 @@ def checkpoint_with(trained, path, claim: dict, build: dict | None = None):
     return path
 
 
+def labeled_only(trained, path):
+    """The trained checkpoint as train_sup.py writes it: no teacher."""
+    torch.save({**torch.load(run_folder(trained) / "iter_2.pth", map_location="cpu", weights_only=False),
+                "teacher": None}, path)
+    return path
+
+
 def text_file(path):
     path.write_text("not a checkpoint")
     return path
@@ -363,7 +370,15 @@ BAD = {
     "patch not a multiple of 16": (lambda t, d: ["--patch_size", "32", "30", "16"], "multiple of 16"),
     "sw_batch 0": (lambda t, d: ["--sw_batch", "0"], "--sw_batch"),
     "iteration and best": (lambda t, d: ["--iteration", "2", "--use_best"], "not both"),
+    "teacher of a labeled-only run": (lambda t, d: ["--checkpoint", labeled_only(t, d / "sup.pth"), "--teacher"],
+                                      "has no teacher (a labeled-only run of train_sup.py); drop --teacher"),
 }
+
+
+def test_out_that_is_a_file_is_one_line(trained, small, monkeypatch, capsys, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small), "--out", tmp_path / "a_file"])
+    assert code == 2 and err.strip().count("\n") == 0 and "a_file is a file; name a folder" in err, err
 
 
 @pytest.mark.parametrize("case", list(BAD))

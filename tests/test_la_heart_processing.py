@@ -137,6 +137,13 @@ def test_read_nrrd_errors(tmp_path):
     path.write_bytes(path.read_bytes().replace(b"type: unsigned char", b"type: block"))
     with pytest.raises(UserError, match="type 'block' not supported"):
         read_nrrd(path)
+    (tmp_path / "e.nrrd").write_bytes(b"NRRD0004")
+    with pytest.raises(UserError, match="header has no end"):
+        read_nrrd(tmp_path / "e.nrrd")
+    path = write_nrrd(tmp_path / "f.nrrd", np.zeros((4, 4, 4), np.uint8), "raw")
+    path.write_bytes(path.read_bytes().replace(b"sizes: 4 4 4", b"sizes: 4 4 x"))
+    with pytest.raises(UserError, match="sizes '4 4 x' are not whole numbers"):
+        read_nrrd(path)
 
 
 # ------------------------------------------------------------------ cropping
@@ -265,6 +272,14 @@ def test_cli_and_errors(raw, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--raw", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert "raw data folder not found" in capsys.readouterr().err
+
+    (tmp_path / "a_file").write_text("")
+    for flags, message in ((["--out", str(tmp_path / "a_file")], "a_file is a file"),
+                           (["--out", str(tmp_path / "y"), "--seed", "-1"], "--seed must be 0 or more")):
+        with pytest.raises(SystemExit):
+            main(["--raw", str(folder), *flags])
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
 def test_bad_label_values(tmp_path):

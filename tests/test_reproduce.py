@@ -31,8 +31,8 @@ def grid(tmp_path_factory):
             "--eval_args", " ".join(PATCH)]
     # an unfinished run already there: the grid must continue it, not start over
     ok(run_script("train_mean_teacher.py", ["--dataset_name", "Synthetic", "--root_path", volumes, *TINY,
-                                            "--max_iterations", "2", "--exp", "repro4_s2", "--save_every", "2",
-                                            "--train_list", cwd / "data" / "train.list"], cwd))
+                                            "--max_iterations", "2", "--exp", "repro4_s2", "--seed", "2",
+                                            "--save_every", "2", "--train_list", cwd / "data" / "train.list"], cwd))
     first = ok(reproduce(args, cwd))
     return cwd, args, first, cwd / "res"
 
@@ -152,6 +152,54 @@ def test_labelnum_out_of_range_is_refused(grid):
     proc = reproduce(["--dataset_name", "Synthetic", "--root_path", cwd / "data" / "volumes", "--labelnum", "8",
                       "--dry_run"], cwd)
     assert proc.returncode != 0 and "--labelnum 8 must be between 1 and 7" in proc.stderr
+
+
+def test_a_rerun_with_other_settings_is_refused_not_answered_with_old_numbers(grid, tmp_path):
+    """Results and checkpoints made with other flags are never passed off as the new ones."""
+    cwd, args, _, out = grid
+    before = (out / "results.md").read_text()
+    other_eval = reproduce([*args, "--eval_args", " ".join([*PATCH, "--lcc"])], cwd)
+    assert other_eval.returncode == 2 and "Traceback" not in other_eval.stderr
+    assert "was made with other settings" in other_eval.stderr and "eval flags" in other_eval.stderr
+    assert "--lcc" in other_eval.stderr and "choose a new --out" in other_eval.stderr
+    assert (out / "results.md").read_text() == before
+    # a new results folder, but training flags that differ from the finished runs of this --exp
+    other_training = reproduce([*args[:-4], "--train_args", " ".join([*PATCH, "--base_lr", "0.02"]),
+                                "--eval_args", " ".join(PATCH), "--out", tmp_path / "new"], cwd)
+    assert other_training.returncode == 2 and "train flags" in other_training.stderr
+    assert "choose a new --exp" in other_training.stderr
+    assert not list((tmp_path / "new").rglob("summary.json"))
+
+
+def test_a_start_interrupted_before_its_first_save_is_started_again(grid):
+    """Interrupted after best_model.pth (written at the first validation) but before latest.pth:
+    the same command starts that run again instead of refusing the folder."""
+    cwd, args, _, _ = grid
+    folder = cwd / "model" / "Synthetic_repro4_s9_2_labeled" / "SUP"
+    folder.mkdir(parents=True)
+    (folder / "best_model.pth").write_bytes(b"left by an interrupted start")
+    (folder / "log.txt").write_text("the interrupted start's log\n")
+    at = args.index("--out")
+    proc = ok(reproduce([*args[:at], "--out", cwd / "res_s9", *args[at + 2:], "--seeds", "9", "--methods", "SUP"],
+                        cwd))
+    assert "training (start)" in proc.stdout
+    assert (folder / "iter_4.pth").is_file() and "interrupted start" not in (folder / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--seeds", "1", "1"], "--seeds lists 1 more than once"),
+    (["--labelnum", "2", "3", "2"], "--labelnum lists 2 more than once"),
+    (["--seeds", "-1"], "--seeds must be between 0 and 2**32 - 1"),
+    (["--val_every", "0"], "--val_every must be at least 1"),
+    (["--out", "a_file"], "is a file"),
+])
+def test_bad_grid_flags_are_one_error_line(grid, flags, message):
+    cwd, _, _, _ = grid
+    (cwd / "a_file").write_text("")
+    proc = reproduce(["--dataset_name", "Synthetic", "--root_path", cwd / "data" / "volumes", *flags, "--dry_run"],
+                     cwd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr, proc.stderr
 
 
 def test_a_missing_synthetic_folder_is_refused_not_generated_beside_it(tmp_path):

@@ -19,6 +19,7 @@ from conftest import REPO, TINY, log_lines, read_scalars, script_env
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 from utils.run_folder import RunFolder, TrainingDiverged
+from utils.training import Periodic
 from utils.run_folder import read_scalars as read_scalars_csv
 
 MT, SUP = "train_mean_teacher.py", "train_sup.py"
@@ -409,3 +410,58 @@ def test_resume_with_another_normalization_is_refused(syn, tmp_path):
     assert "trained with --normalize none" in line and "latest.pth" in line
     ok(run_script(SUP, [*args, "--max_iterations", "3", "--resume", "--normalize", "none"], tmp_path))
     assert (run_dir(tmp_path, "SUP") / "iter_3.pth").is_file()
+
+
+# ------------------------------------------------------------------ (e) resuming the right run
+def test_resume_refuses_other_settings_another_method_and_a_finished_run(syn, tmp_path):
+    args = [*data_args(syn), *TINY, "--max_iterations", "2", "--save_every", "1"]
+    ok(run_script(SUP, args, tmp_path))
+    folder = run_dir(tmp_path, "SUP")
+    config = (folder / "config.json").read_text()
+    line = one_error_line(run_script(SUP, [*args, "--max_iterations", "3", "--resume", "--seed", "5",
+                                           "--base_lr", "0.02"], tmp_path))
+    assert "--seed 1337 (not 5)" in line and "--base_lr 0.01 (not 0.02)" in line and "another --exp" in line
+    line = one_error_line(run_script(MT, [*args, "--max_iterations", "3", "--exp", "other", "--resume",
+                                          folder / "latest.pth"], tmp_path))
+    assert "labeled-only checkpoint" in line and "train_sup.py" in line
+    line = one_error_line(run_script(SUP, [*args, "--resume"], tmp_path))
+    assert "at iteration 2 already" in line and "larger --max_iterations" in line
+    assert (folder / "config.json").read_text() == config, "a refused resume leaves the run's config alone"
+    assert sorted(p.name for p in folder.glob("*.pth")) == ["iter_2.pth", "latest.pth"]
+    assert not (tmp_path / "model" / "Synthetic_other_2_labeled").exists()
+    # flags that do not change what is computed may change, and the run goes on
+    ok(run_script(SUP, [*args, "--max_iterations", "3", "--resume", "--log_every", "1", "--snapshot_every", "1"],
+                  tmp_path))
+    assert load_checkpoint(folder / "iter_3.pth")["iteration"] == 3
+
+
+def test_resume_path_does_not_overwrite_another_runs_checkpoints(syn, tmp_path):
+    """--resume PATH from run A into run B's folder (B chosen by --exp) would replace B's
+    checkpoints: refused unless --overwrite, which then starts B's folder afresh."""
+    args = [*data_args(syn), *TINY, "--max_iterations", "2", "--save_every", "1", "--snapshot_every", "1"]
+    ok(run_script(SUP, [*args, "--exp", "A"], tmp_path))
+    ok(run_script(SUP, [*args, "--exp", "B"], tmp_path))
+    a, b = run_dir(tmp_path, "SUP", exp="A"), run_dir(tmp_path, "SUP", exp="B")
+    before = {p.name: p.stat().st_mtime_ns for p in b.iterdir()}
+    continue_a_in_b = [*args, "--max_iterations", "3", "--exp", "B", "--resume", a / "iter_1.pth"]
+    line = one_error_line(run_script(SUP, continue_a_in_b, tmp_path))
+    assert "already holds checkpoints" in line and "--overwrite" in line
+    assert {p.name: p.stat().st_mtime_ns for p in b.iterdir()} == before
+    ok(run_script(SUP, [*continue_a_in_b, "--overwrite"], tmp_path))
+    assert sorted(p.name for p in b.glob("*.pth")) == ["iter_2.pth", "iter_3.pth", "latest.pth"]
+    assert sorted(read_scalars(b)["loss/total"]) == [1, 2], "only the continued run's iterations"
+    log = (b / "log.txt").read_text()
+    assert log.count("run folder ") == 1 and "removed the earlier run's files" in log
+
+
+def test_latest_is_saved_with_every_snapshot(tmp_path):
+    """--resume takes latest.pth, so it must not be older than the newest iter_N.pth."""
+    run = RunFolder(tmp_path / "run")
+    periodic = Periodic(run, max_iterations=7, log_every=100, save_every=5, snapshot_every=3)
+    latest = []
+    for iteration in range(7):
+        periodic.after(iteration, {"loss/total": 1.0},
+                       lambda: {"iteration": iteration + 1, "student": {}, "teacher": None}, model=None)
+        latest.append(load_checkpoint(tmp_path / "run" / "latest.pth")["iteration"] if iteration >= 2 else None)
+    run.close()
+    assert latest[2:] == [3, 3, 5, 6, 7]

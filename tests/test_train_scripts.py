@@ -294,6 +294,13 @@ BAD_INPUT = {
     "ema_decay above 1": (MT, lambda t, s: [*data_args(s), *TINY, "--ema_decay", "1.5"], ["--ema_decay", "1.5"]),
     "negative consistency": (MT, lambda t, s: [*data_args(s), *TINY, "--consistency", "-0.1"], ["--consistency"]),
     "negative noise": (MT, lambda t, s: [*data_args(s), *TINY, "--noise_std", "-1"], ["--noise_std"]),
+    "negative seed": (SUP, lambda t, s: [*data_args(s), *TINY, "--seed", "-1"], ["--seed", "got -1"]),
+    "seed too large": (MT, lambda t, s: [*data_args(s), *TINY, "--seed", str(2 ** 32)], ["--seed"]),
+    "negative workers": (MT, lambda t, s: [*data_args(s), *TINY, "--data_on_device", "0", "--num_workers", "-1"],
+                         ["--num_workers", "got -1"]),
+    "crop_margin as large as the patch": (SUP, lambda t, s: [*data_args(s), *TINY, "--crop_margin", "0", "0", "16"],
+                                          ["--crop_margin", "less than the patch", "0 0 16"]),
+    "batch_size 0": (SUP, lambda t, s: [*data_args(s), *TINY, "--batch_size", "0"], ["--batch_size"]),
 }
 
 
@@ -313,15 +320,29 @@ def test_labelnum_below_labeled_bs_is_user_error(script, syn, tmp_path):
     assert_user_error(proc, "--labeled_bs")
 
 
-def test_rerun_needs_overwrite(syn, tmp_path):
-    args = [*data_args(syn), *TINY, "--max_iterations", "1", "--save_every", "1"]
+def test_rerun_needs_overwrite_which_starts_the_folder_afresh(syn, tmp_path):
+    args = [*data_args(syn), *TINY, "--max_iterations", "2", "--save_every", "1", "--snapshot_every", "1",
+            "--log_every", "1"]
     ok(run_script(SUP, args, tmp_path))
     folder = run_dir(tmp_path, "SUP")
     first = (folder / "iter_1.pth").stat().st_mtime_ns
     assert_user_error(run_script(SUP, args, tmp_path), "already holds checkpoints", "--overwrite")
     assert (folder / "iter_1.pth").stat().st_mtime_ns == first, "the refused run must not touch the checkpoint"
-    ok(run_script(SUP, [*args, "--overwrite"], tmp_path))
+    (folder / "test").mkdir()  # an evaluation of the old run
+    ok(run_script(SUP, [*args, "--max_iterations", "1", "--overwrite", "--seed", "7"], tmp_path))
+    # nothing of the old run is left to be taken for the new one (inference.py picks the last iter_N.pth)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "iter_1.pth", "latest.pth", "log.txt",
+                                                        "scalars.csv", "tensorboard"]
     assert (folder / "iter_1.pth").stat().st_mtime_ns != first
+    assert sorted(read_scalars(folder)["loss/total"]) == [0]
+    log = (folder / "log.txt").read_text()
+    assert log.count("run folder ") == 1 and "removed the earlier run's files from the folder" in log
+
+
+def test_sup_takes_more_labeled_samples_than_the_mean_teacher_batch(syn, tmp_path):
+    """--batch_size is Mean Teacher's (labeled + unlabeled); labeled-only training uses --labeled_bs alone."""
+    ok(run_script(SUP, [*data_args(syn), *TINY, "--labelnum", "5", "--labeled_bs", "5", "--max_iterations", "1"],
+                  tmp_path))
 
 
 @pytest.mark.parametrize("fill", ["zero", "mirror"])

@@ -7,16 +7,21 @@ from dataloaders.datasets import DATASETS, NORMALIZATIONS, case_format, dataset_
 from utils.errors import UserError
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and the script's docstring (with its example commands) as written."""
+
+
 def training_parser(description: str, model_default: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--dataset_name", default="LA", choices=sorted(DATASETS))
     data.add_argument("--root_path", default=None,
                       help="folder of case sub-folders (default: the dataset's, e.g. data/LA/2018LA_Seg_Training Set)")
-    data.add_argument("--train_list", default=None, help="training case IDs (default: <root>/../train.list)")
+    data.add_argument("--train_list", default=None,
+                      help="training case IDs (default: train.list beside the case folder, or inside an MSD folder)")
     data.add_argument("--val_list", default=None,
-                      help="validation case IDs, scored every --val_every iterations (never the test list)")
+                      help="validation case IDs: the student is scored every --val_every iterations and the "
+                           "best kept as best_model.pth (never the test list)")
     data.add_argument("--labelnum", type=int, default=25, help="the first LABELNUM training cases are labeled")
     data.add_argument("--max_samples", type=int, default=None,
                       help="use at most this many training cases (labeled + unlabeled); default all")
@@ -27,11 +32,11 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
                       help="training patch in voxels (default: the dataset's, 112 112 80 for LA)")
     data.add_argument("--crop_margin", type=int, nargs=3, default=[0, 0, 0], metavar=("X", "Y", "Z"),
                       help="let random training crops reach this many voxels beyond each side of the volume "
-                           "(filled as --crop_fill says), for more positions of the anatomy; "
+                           "(filled as --crop_fill says, less than the patch), for more positions of the anatomy; "
                            "0 0 0 is the original crop")
     data.add_argument("--crop_fill", default="zero", choices=["zero", "mirror"],
-                      help="what fills a --crop_margin beyond the volume: zeros (background), or the volume "
-                           "mirrored about its end voxel, image and label alike")
+                      help="what fills a --crop_margin beyond the volume: zero intensity with background label, "
+                           "or the volume mirrored about its end voxel, image and label alike")
     run = p.add_argument_group("run")
     run.add_argument("--exp", default="vnet", help="experiment name, part of the run folder")
     run.add_argument("--model", default=model_default, help="method name, the run folder's last part")
@@ -54,7 +59,8 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
     run.add_argument("--check_data", action="store_true",
                      help="only check the training (and validation) cases and print a short report")
     run.add_argument("--log_every", type=int, default=20, help="iterations between log lines")
-    run.add_argument("--overwrite", action="store_true", help="reuse a run folder that already holds checkpoints")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in a run folder that already holds checkpoints, deleting its files")
     speed = p.add_argument_group("speed (each 0 gives the original, plain path)")
     speed.add_argument("--data_on_device", type=int, default=1,
                        help="1: read every volume once into device memory, augment there; "
@@ -85,10 +91,16 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
     if bad_patch:
         raise UserError(f"--patch_size values must be positive multiples of 16 (the VNet halves them 4 times), "
                         f"got {' '.join(map(str, args.patch_size))}")
-    if not 1 <= args.labeled_bs <= args.batch_size:
-        raise UserError(f"--labeled_bs must be between 1 and --batch_size ({args.batch_size}), got {args.labeled_bs}")
-    if any(m < 0 for m in args.crop_margin):
-        raise UserError(f"--crop_margin values must be 0 or more voxels, got {' '.join(map(str, args.crop_margin))}")
+    if args.labeled_bs < 1 or args.batch_size < 1:
+        raise UserError(f"--batch_size and --labeled_bs must be at least 1, got {args.batch_size} and "
+                        f"{args.labeled_bs}")
+    if any(not 0 <= m < p for m, p in zip(args.crop_margin, args.patch_size)):
+        raise UserError(f"--crop_margin values must be 0 or more voxels and less than the patch "
+                        f"({' '.join(map(str, args.patch_size))}), got {' '.join(map(str, args.crop_margin))}")
+    if not 0 <= args.seed < 2 ** 32:
+        raise UserError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
+    if args.num_workers < 0:
+        raise UserError(f"--num_workers must be 0 (load in the main process) or more, got {args.num_workers}")
     args.crop_margin = tuple(args.crop_margin)
     for flag in ("save_every", "snapshot_every", "log_every", "val_every"):
         if getattr(args, flag) < 1:

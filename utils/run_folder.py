@@ -5,6 +5,8 @@ import gzip
 import json
 import logging
 import math
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +40,15 @@ def check_free(path, overwrite: bool) -> None:
                         "choose a new --exp, or pass --overwrite to replace them")
 
 
+def clear_folder(path: Path) -> list[str]:
+    """Remove everything inside ``path`` (an earlier run's files); returns the names removed."""
+    names = sorted(entry.name for entry in path.iterdir()) if path.is_dir() else []
+    for name in names:
+        entry = path / name
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    return names
+
+
 class TrainingDiverged(UserError):
     """A loss became NaN or infinite."""
 
@@ -69,18 +80,22 @@ class RunFolder:
     each flush's tensors into their mean over ranks, so the log shows the losses of the whole
     batch and every rank stops together if one rank's loss is not finite."""
 
-    def __init__(self, path, overwrite: bool = False, writes: bool = True, average=None):
+    def __init__(self, path, overwrite: bool = False, continues: bool = False, writes: bool = True, average=None):
         self.path = Path(path)
         self.writes = writes
         self.average = average or (lambda values: values)
         self._pending: list[tuple[int, dict]] = []
         self.writer = None
+        self.replaced: list[str] = []  # names of an earlier run's files removed to start afresh
         if not writes:
             return
-        check_free(self.path, overwrite)
+        if continues:  # a resumed run adds to its log, scalars and checkpoints
+            for stale in self.path.glob(".*.pth.*.tmp"):  # left by a process killed while saving
+                stale.unlink(missing_ok=True)
+        else:
+            check_free(self.path, overwrite)
+            self.replaced = clear_folder(self.path)  # old scalars or checkpoints must not mix with the new run's
         self.path.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.glob(".*.pth.*.tmp"):  # left by a process killed while saving
-            stale.unlink(missing_ok=True)
         self.logger = logging.getLogger(f"run.{self.path}")
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False
@@ -97,9 +112,12 @@ class RunFolder:
             self.logger.info(message)
 
     def write_config(self, config: dict) -> None:
+        """``config.json``, written whole or not at all (a resumed run rewrites it with its flags)."""
         if self.writes:
-            (self.path / "config.json").write_text(json.dumps({**config, "git_commit": git_commit()}, indent=2,
-                                                              default=str))
+            text = json.dumps({**config, "git_commit": git_commit()}, indent=2, default=str)
+            tmp = self.path / ".config.json.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, self.path / "config.json")
 
     def add_scalars(self, iteration: int, scalars: dict) -> None:
         """Queue scalars (tensors or numbers) of one iteration."""

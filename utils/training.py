@@ -24,23 +24,28 @@ from utils.validation import Validator
 VNET_CONFIG = {"n_channels": 1, "n_filters": 16, "normalization": "batchnorm", "has_dropout": True}
 
 
-def setup(args: argparse.Namespace) -> tuple[torch.device, dict | None, Ranks]:
-    """Device and seeds, the checkpoint to continue from with ``--resume``, and this process's
-    place under torchrun (rank 0 of 1 without it); fails early if a fresh run would overwrite
-    checkpoints."""
+# Flags that decide what a run computes: --resume refuses a checkpoint trained with other
+# values (max_iterations may grow; speed, logging and path flags may change).
+RUN_DEFINING_FLAGS = ("dataset_name", "num_classes", "labelnum", "max_samples", "patch_size", "crop_margin",
+                      "crop_fill", "batch_size", "labeled_bs", "base_lr", "lr_decay_every", "seed", "consistency_type",
+                      "consistency", "consistency_rampup", "ema_decay", "noise_std")
+
+
+def setup(args: argparse.Namespace, with_teacher: bool) -> tuple[torch.device, dict | None, Ranks]:
+    """Device and seeds, the checkpoint to continue from with ``--resume`` (checked to be a
+    ``with_teacher`` run with the same settings), and this process's place under torchrun
+    (rank 0 of 1 without it); fails early if the run would overwrite another run's checkpoints."""
     folder = run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model)
     resume_from = None
     if args.resume:
-        path = folder / "latest.pth" if args.resume == "latest" else Path(args.resume)
+        path = resume_path(args)
         if not path.is_file():
             raise UserError(f"nothing to resume: {path} does not exist (start without --resume, or pass the "
                             "checkpoint's path with --resume PATH)")
         resume_from = load_checkpoint(path)
-        if "random_states" not in resume_from:
-            raise UserError(f"{path} cannot be resumed from (it has no training state); use latest.pth or iter_N.pth")
-        trained = trained_normalization(resume_from)
-        if trained != args.normalize:
-            raise UserError(f"{path} was trained with --normalize {trained}; resume it with --normalize {trained}")
+        check_resumable(resume_from, path, args, with_teacher)
+        if path.resolve().parent != folder.resolve():  # continuing another run's checkpoint in this folder
+            check_free(folder, args.overwrite)
     else:
         check_free(folder, args.overwrite)
     ranks = ranks_from_environment()
@@ -50,14 +55,55 @@ def setup(args: argparse.Namespace) -> tuple[torch.device, dict | None, Ranks]:
     return device, resume_from, ranks
 
 
+def resume_path(args: argparse.Namespace) -> Path:
+    """The checkpoint ``--resume`` names: the run folder's latest.pth, or the PATH given."""
+    folder = run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model)
+    return folder / "latest.pth" if args.resume == "latest" else Path(args.resume)
+
+
+def check_resumable(state: dict, path: Path, args: argparse.Namespace, with_teacher: bool) -> None:
+    """One-line errors for a checkpoint this run cannot continue: no training state, the other
+    method, other settings, or nothing left to do."""
+    if "random_states" not in state:
+        raise UserError(f"{path} cannot be resumed from (it has no training state); use latest.pth or iter_N.pth")
+    if with_teacher != (state.get("teacher") is not None):
+        this_method, its_method = ("Mean Teacher", "labeled-only") if with_teacher else ("labeled-only", "Mean Teacher")
+        raise UserError(f"{path} is a {its_method} checkpoint and this is {this_method} training; resume it with "
+                        f"{'train_sup.py' if with_teacher else 'train_mean_teacher.py'}")
+    trained = trained_normalization(state)
+    if trained != args.normalize:
+        raise UserError(f"{path} was trained with --normalize {trained}; resume it with --normalize {trained}")
+    saved = state.get("args", {})  # a flag newer than the checkpoint is not compared
+    compared = [(flag, _flag_text(saved[flag]), _flag_text(getattr(args, flag)))
+                for flag in RUN_DEFINING_FLAGS if flag in saved and hasattr(args, flag)]
+    differing = [f"--{flag} {then} (not {now})" for flag, then, now in compared if then != now]
+    if differing:
+        raise UserError(f"{path} was trained with {', '.join(differing)}; resume with the checkpoint's settings, "
+                        "or start a new run under another --exp")
+    if state["iteration"] >= args.max_iterations:
+        raise UserError(f"{path} is at iteration {state['iteration']} already, --max_iterations is "
+                        f"{args.max_iterations}: nothing to resume; pass a larger --max_iterations to train on")
+
+
+def _flag_text(value) -> str:
+    """A flag's value as typed: ``112 112 80`` for a tuple or list."""
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def open_run(args: argparse.Namespace, device: torch.device, ranks: Ranks = Ranks()) -> RunFolder:
     """The run folder with config.json and the run header in the log (after the data checks
-    passed); under torchrun only rank 0 writes it."""
-    run = RunFolder(run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model),
-                    overwrite=args.overwrite or bool(args.resume), writes=ranks.is_main, average=ranks.average)
+    passed); under torchrun only rank 0 writes it. A run resumed from its own folder adds to
+    it; any other run starts the folder afresh (``setup`` has made sure that loses no
+    checkpoint unless ``--overwrite`` said so)."""
+    folder = run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model)
+    continues = bool(args.resume) and resume_path(args).resolve().parent == folder.resolve()
+    run = RunFolder(folder, overwrite=args.overwrite, continues=continues, writes=ranks.is_main,
+                    average=ranks.average)
     versions = runtime_versions()
     run.write_config({"args": vars(args), "runtime": versions})
     run.info(f"run folder {run.path}")
+    if run.replaced:
+        run.info(f"removed the earlier run's files from the folder ({', '.join(run.replaced)})")
     run.info("runtime " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     if device.type == "cpu":
         run.info("CUDA is not available: training on the CPU")
@@ -170,8 +216,8 @@ class MixedPrecision:
 
 class Periodic:
     """After each iteration: log every ``log_every``; validate every ``val_every`` (keeping
-    ``best_model.pth``); save ``latest.pth`` every ``save_every`` and ``iter_N.pth`` every
-    ``snapshot_every`` and at the end; time the iterations after the first ``warmup``
+    ``best_model.pth``); save ``iter_N.pth`` every ``snapshot_every`` and at the end, and
+    ``latest.pth`` then and every ``save_every``; time the iterations after the first ``warmup``
     (compilation, cuDNN autotuning). Scalars are flushed, and so checked for a non-finite
     loss, before anything is saved."""
 
@@ -203,7 +249,7 @@ class Periodic:
             self._report_speed(done)  # before the final validation and saves
         validate = self.validator is not None and (done % self.val_every == 0 or last)
         snapshot = done % self.snapshot_every == 0 or last
-        save = done % self.save_every == 0 or last
+        save = done % self.save_every == 0 or snapshot  # latest.pth never older than the newest iter_N.pth
         if done % self.log_every == 0 or validate or snapshot or save:
             self.last = self.run.flush_scalars()  # raises TrainingDiverged on a non-finite loss
         # Every rank takes part in building a saved state (each adds its random streams);
