@@ -46,7 +46,7 @@ class LoaderBatches(_Batches):
     def __init__(self, root, case_ids, batch_sampler: TwoStreamBatchSampler | RankSlice, patch_size, seed: int,
                  device: torch.device, num_workers: int = 2, start_batch: int = 0, read=None, crop_margin=(0, 0, 0),
                  crop_fill: str = "zero"):
-        transform = Compose([RandomRotFlip(patch_size), RandomCrop(patch_size, crop_margin, crop_fill), ToTensor()])
+        transform = Compose([RandomRotFlip(), RandomCrop(patch_size, crop_margin, crop_fill), ToTensor()])
         dataset = LAHeart(root, case_ids, transform=transform, seed=seed, read=read)
         self.device = device
         self.loader = DataLoader(dataset, batch_sampler=EndlessBatchSampler(batch_sampler, start_batch, seeded=True),
@@ -84,7 +84,7 @@ class DeviceBatches(_Batches):
 
     def _augment(self, image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator):
         """RandomRotFlip then RandomCrop, as in ``dataloaders.transforms``, on device tensors."""
-        k, axis = draw_rot_flip(rng, image.shape, self.patch_size)
+        k, axis = draw_rot_flip(rng)
         image = torch.flip(torch.rot90(image, k, dims=(0, 1)), dims=(axis,))
         label = torch.flip(torch.rot90(label, k, dims=(0, 1)), dims=(axis,))
         if self.crop_fill == "mirror":

@@ -334,22 +334,3 @@ def test_both_data_paths_see_normalized_images(tiny_cases):
     for (li, ll), (di, dl), (si, sl) in itertools.islice(zip(*streams, stored), 4):
         assert torch.equal(li, di) and torch.equal(ll, dl) and torch.equal(ll, sl)
         assert float(di.abs().max()) < 10 < float(si.abs().max())  # z-scores, not the stored 1e6-scale codes
-
-
-def test_a_patch_longer_in_y_is_never_padded_by_a_quarter_turn(tiny_cases):
-    """Patch 16x40 on case_b (34x44): a quarter turn would leave 34 voxels along the patch's
-    40, so case_b's patches are turned by 0 or 180 degrees only and hold no padding, on both
-    data paths alike."""
-    patch = (16, 40, 16)
-    labeled = ["case_a", "case_b"]  # case numbers 0 and 1
-    streams = [make_training_batches(tiny_cases.root, labeled, [], 2, 2, patch, NUM_CLASSES, seed=5, device=CPU,
-                                     on_device=on_device, num_workers=0) for on_device in (False, True)]
-    case_b_patches = 0
-    for a, b in itertools.islice(zip(*streams), 12):
-        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-        check_aligned(*a)
-        for image in a[0][:, 0].numpy():
-            if decode_image(image[image > 0][:1])[0][0] == 1:
-                case_b_patches += 1
-                assert (image > 0).all(), "a case_b patch holds zero padding"
-    assert case_b_patches >= 6

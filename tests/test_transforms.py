@@ -269,26 +269,3 @@ def test_compose_same_seed_same_output_different_seed_differs():
     outs = {t(sample, np.random.default_rng(s))["image"].tobytes() for s in range(10)}
     np.testing.assert_array_equal(a, b)
     assert len(outs) > 1
-
-
-# ---------------------------------------------------------------- quarter turns and long patches
-def drawn_turns(shape, patch, seeds=range(200)):
-    return [draw_rot_flip(np.random.default_rng(seed), shape, patch) for seed in seeds]
-
-
-def test_no_quarter_turn_that_would_leave_the_volume_narrower_than_the_patch():
-    """A Hippocampus-like volume (35x51) and patch (32x48): turned a quarter, the volume would
-    be 35 voxels along the patch's 48, so only turns by 0 or 180 degrees are drawn, each as
-    often as before (odd k become the even k below), with the same flip axes."""
-    plain = drawn_turns(None, None)
-    limited = drawn_turns((35, 51, 35), (32, 48, 32))
-    assert {k for k, _ in limited} == {0, 2}
-    assert [(k - k % 2, axis) for k, axis in plain] == limited
-
-
-@pytest.mark.parametrize("shape,patch", [((35, 51, 35), (32, 32, 32)),    # square patch: every turn fits
-                                         ((112, 120, 88), (112, 112, 80)),  # LA
-                                         ((20, 51, 35), (32, 48, 32)),    # too narrow either way: padded anyway
-                                         ((60, 60, 35), (32, 48, 32))])   # wide enough either way
-def test_all_four_turns_where_a_quarter_turn_costs_nothing(shape, patch):
-    assert drawn_turns(shape, patch) == drawn_turns(None, None)
