@@ -129,8 +129,8 @@ def find_checkpoint(args) -> Path:
 
 def default_out(args, path: Path) -> Path:
     """``<run>/test`` for the student of the last snapshot; other evaluations get their own
-    folder (``test_teacher``, ``test_iter_2000``, ``test_best_model_lcc``, ...), so that none
-    overwrites another."""
+    folder (``test_teacher``, ``test_iter_2000``, ``test_best_model_lcc``, ...); another test
+    list, spacing or stride replaces the evaluation in the same folder unless ``--out`` is given."""
     parts = ["test"]
     if args.checkpoint or args.iteration is not None or args.use_best:
         parts.append(path.stem)

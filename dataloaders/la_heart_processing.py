@@ -248,6 +248,9 @@ def split_cases(case_ids, test_fraction: float, seed: int = 0) -> tuple[list[str
     ids = sorted(case_ids)
     order = np.random.default_rng(seed).permutation(len(ids))
     num_test = int(round(test_fraction * len(ids)))
+    if ids and num_test >= len(ids):
+        raise UserError(f"--test_fraction {test_fraction} puts all {len(ids)} cases in test.list and none in "
+                        "train.list; lower it")
     test = {ids[i] for i in order[:num_test]}
     return [i for i in ids if i not in test], [i for i in ids if i in test]
 

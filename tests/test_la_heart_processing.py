@@ -301,3 +301,9 @@ def test_module_entry_point(raw, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "LA cases" in proc.stderr  # the tqdm bar
     assert len((tmp_path / "m" / "train.list").read_text().split()) == 4
+
+
+def test_a_test_fraction_that_leaves_no_training_case_is_refused():
+    assert split_cases(["a", "b", "c"], 0.5, seed=0)[0]  # round(1.5) = 2 test cases, one left to train on
+    with pytest.raises(UserError, match="puts all 5 cases in test.list"):
+        split_cases(["a", "b", "c", "d", "e"], 0.95)

@@ -154,6 +154,26 @@ def test_labelnum_out_of_range_is_refused(grid):
     assert proc.returncode != 0 and "--labelnum 8 must be between 1 and 7" in proc.stderr
 
 
+def test_comparison_figure_draws_what_the_evaluation_scored(grid, tmp_path, monkeypatch):
+    """An evaluation with --lcc scored the largest components; the figure outlines the same."""
+    from utils import plots
+
+    cwd, _, _, out = grid
+    models = []
+    for method in ("SUP", "MT"):
+        evaluation = tmp_path / method
+        shutil.copytree(out / "eval" / f"{method}_2_s1", evaluation)
+        summary = json.loads((evaluation / "summary.json").read_text())
+        (evaluation / "summary.json").write_text(json.dumps({**summary, "lcc": method == "MT"}))
+        models.append((method, cwd / "model" / "Synthetic_repro4_s1_2_labeled" / method / "iter_4.pth", evaluation))
+    kept = []
+    monkeypatch.setattr(plots, "keep_largest_component_per_class",
+                        lambda labels, num_classes: kept.append(labels.shape) or labels)
+    case_ids = (cwd / "data" / "test.list").read_text().split()[:1]
+    path = plots.comparison_figure(models, cwd / "data" / "volumes", case_ids, "0", "t", tmp_path / "c.png")
+    assert path.is_file() and len(kept) == 1, "only the --lcc evaluation's prediction is reduced"
+
+
 def test_a_rerun_with_other_settings_is_refused_not_answered_with_old_numbers(grid, tmp_path):
     """Results and checkpoints made with other flags are never passed off as the new ones."""
     cwd, args, _, out = grid

@@ -19,6 +19,7 @@ import torch  # noqa: E402
 from dataloaders.datasets import case_format  # noqa: E402
 from utils.checkpoint import load_checkpoint, trained_normalization  # noqa: E402
 from utils.device import select_device  # noqa: E402
+from utils.metrics import keep_largest_component_per_class  # noqa: E402
 from utils.overlay import fullest_slices, slice_view  # noqa: E402
 from utils.sliding_window import sliding_window_predict  # noqa: E402
 
@@ -105,6 +106,8 @@ def comparison_figure(models: list[tuple[str, Path, Path]], root, case_ids: list
     networks = [load_network(c, path, False, data.num_classes, device)
                 for c, (_, path, _) in zip(checkpoints, models)]
     dice = [_case_dice(eval_dir) for _, _, eval_dir in models]
+    largest_component = [json.loads((Path(eval_dir) / "summary.json").read_text()).get("lcc", False)
+                         for _, _, eval_dir in models]
     outlines = list(zip(OUTLINE_COLOURS, ["ground truth"] + [name for name, _, _ in models]))
     fig, axes = plt.subplots(len(case_ids), 2, figsize=(8, 4 * len(case_ids)), squeeze=False)
     for row, case_id in zip(axes, case_ids):
@@ -113,6 +116,8 @@ def comparison_figure(models: list[tuple[str, Path, Path]], root, case_ids: list
         with torch.no_grad():
             preds = [sliding_window_predict(net, volumes[n][0], patch, *strides, data.num_classes, device)[1]
                      .cpu().numpy() for net, n in zip(networks, normalizations)]
+        preds = [keep_largest_component_per_class(p, data.num_classes) if lcc else p  # as the Dice shown was scored
+                 for p, lcc in zip(preds, largest_component)]
         slices = fullest_slices(label, preds[0])
         scores = ", ".join(f"{name} {100 * d[case_id]:.1f}" for (name, _, _), d in zip(models, dice))
         for ax, axis, view in zip(row, (2, 1), ("axial", "coronal")):
