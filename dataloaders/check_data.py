@@ -20,8 +20,9 @@ class DataProblems(UserError):
 def check_cases(root, case_ids, num_classes: int, read=None, case_file=None, threads: int = 8) -> list:
     """Read and check every case; returns their (image, label) in order, or raises
     ``DataProblems``. The threads overlap waiting for the disk only: h5py decompresses one file
-    at a time (16 cached LA cases took 0.68 s with two threads and one alike, 2-core CPU). ``read(root, case_id)``
-    and ``case_file(root, case_id)`` (named in messages) default to the LA h5 layout."""
+    at a time (16 cached LA cases took 0.68 s with two threads and one alike, 2-core CPU).
+    ``read(root, case_id)`` and ``case_file(root, case_id)`` (named in messages) default to the
+    LA h5 layout."""
     read, case_file = read or read_case, case_file or case_path
     def attempt(case_id):
         try:
