@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataloaders.case_lists import read_case_list
+from dataloaders.case_lists import find_list, read_case_list
 from dataloaders.datasets import case_format, dataset_defaults
 from dataloaders.la_heart import check_root
 from networks.vnet import VNet
@@ -70,7 +70,7 @@ def parse_args():
     ckpt.add_argument("--teacher", action="store_true", help="evaluate the EMA teacher instead of the student")
     sw = p.add_argument_group("sliding window")
     sw.add_argument("--patch_size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                    help="window size in voxels (default: the dataset's training patch)")
+                    help="window size in voxels (default: the patch the checkpoint was trained on)")
     sw.add_argument("--stride_xy", type=int, default=None, help="window step along X and Y, voxels (LA: 18)")
     sw.add_argument("--stride_z", type=int, default=None, help="window step along Z, voxels (LA: 4)")
     sw.add_argument("--sw_batch", type=int, default=8, help="windows per forward pass")
@@ -89,7 +89,7 @@ def parse_args():
 
 
 def check_args(args, patch_size) -> None:
-    """Flags that cannot work, each reported as one line before anything is loaded
+    """Flags that cannot work, each reported as one line before any case is read
     (``args.stride_xy``/``stride_z`` already resolved to the dataset's defaults)."""
     for name, size in zip("XYZ", patch_size):
         if size < VNET_DIVISOR or size % VNET_DIVISOR:
@@ -103,14 +103,14 @@ def check_args(args, patch_size) -> None:
         raise UserError(f"--sw_batch must be at least 1, got {args.sw_batch}")
     if args.spacing is not None and not all(math.isfinite(s) and s > 0 for s in args.spacing):
         raise UserError(f"--spacing must be three positive numbers (mm), got {args.spacing}")
-    if args.checkpoint and (args.iteration is not None or args.use_best):
-        raise UserError("--checkpoint names the file itself; drop --iteration/--use_best")
-    if args.iteration is not None and args.use_best:
-        raise UserError("give either --iteration or --use_best, not both")
 
 
 def find_checkpoint(args) -> Path:
     """--checkpoint, else iter_N / best_model / the last iter_N.pth of the run folder."""
+    if args.checkpoint and (args.iteration is not None or args.use_best):
+        raise UserError("--checkpoint names the file itself; drop --iteration/--use_best")
+    if args.iteration is not None and args.use_best:
+        raise UserError("give either --iteration or --use_best, not both")
     if args.checkpoint:
         return Path(args.checkpoint)
     run = run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model)
@@ -261,11 +261,12 @@ def table(summary: dict) -> list[str]:
     return lines
 
 
-def resolve_data(args) -> tuple:
-    """The dataset's defaults for the patch, the strides and the folder, where the flags leave
-    them open; returns (patch_size, root, case format: the reader and the classes)."""
+def resolve_data(args, trained_patch=None) -> tuple:
+    """The patch (the flag's, else ``trained_patch``, the one the checkpoint was trained on,
+    else the dataset's), the strides and the folder, where the flags leave them open; returns
+    (patch_size, root, case format: the reader and the classes)."""
     defaults = dataset_defaults(args.dataset_name)
-    patch_size = tuple(args.patch_size or defaults.patch_size)
+    patch_size = tuple(args.patch_size or trained_patch or defaults.patch_size)
     args.stride_xy = defaults.stride_xy if args.stride_xy is None else args.stride_xy
     args.stride_z = defaults.stride_z if args.stride_z is None else args.stride_z
     root = check_root(args.root_path or defaults.root_path)
@@ -275,10 +276,13 @@ def resolve_data(args) -> tuple:
 @report_user_errors
 def main():
     args = parse_args()
-    patch_size, root, data = resolve_data(args)
+    path = find_checkpoint(args)
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    patch_size, root, data = resolve_data(args, trained_patch=(checkpoint.get("args") or {}).get("patch_size")
+                                          if isinstance(checkpoint, dict) else None)
     check_args(args, patch_size)
     num_classes = data.num_classes
-    test_list = args.test_list or str(data.lists_dir / "test.list")
+    test_list = str(find_list(args.test_list, data.lists_dir) if args.test_list else data.lists_dir / "test.list")
     case_ids = read_case_list(test_list)
     missing = [c for c in case_ids if not data.case_file(root, c).is_file()]
     if missing:
@@ -288,8 +292,6 @@ def main():
     ranks = ranks_from_environment()  # under torchrun each process evaluates every N-th case
     device = ranks.device(select_device(args.gpu))
     ranks.start(device)
-    path = find_checkpoint(args)
-    checkpoint = load_checkpoint(path, map_location="cpu")
     model = load_network(checkpoint, path, args.teacher, num_classes, device)
     normalize = trained_normalization(checkpoint)
     data = case_format(root, normalize)  # the images as the run saw them in training

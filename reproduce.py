@@ -38,7 +38,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dataloaders.case_lists import read_case_list
+from dataloaders.case_lists import find_list, read_case_list
 from dataloaders.datasets import DATASETS, case_format, root_or_default
 from dataloaders.la_heart import check_root
 from utils.errors import UserError, report_user_errors, require_folder_or_nothing
@@ -103,7 +103,8 @@ def resolve_lists(args) -> None:
         if getattr(args, name) is None:
             dev = lists_dir / preferred
             setattr(args, name, str(dev if dev.is_file() else lists_dir / fallback))
-    args.val_list = args.val_list or args.eval_list
+        setattr(args, name, str(find_list(getattr(args, name), lists_dir)))
+    args.val_list = str(find_list(args.val_list, lists_dir)) if args.val_list else args.eval_list
     train, evaluation = read_case_list(args.train_list), read_case_list(args.eval_list)
     shared = set(train) & set(evaluation)
     if shared:

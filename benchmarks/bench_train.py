@@ -5,6 +5,9 @@ reads the speed line each run logs (seconds per iteration after a 20-iteration w
 host time waiting for data, peak GPU memory):
 
     python benchmarks/bench_train.py --root_path "data/LA/2018LA_Seg_Training Set" --labelnum 16
+    python benchmarks/bench_train.py --dataset_name Synthetic --labelnum 8 --iterations 25 --patch_size 32 32 32
+
+(the second on a CPU, where the data is generated in the current folder)
 
 Modes:
   plain    h5 read + numpy augmentation per sample in DataLoader workers, fp32, NCDHW,
@@ -25,6 +28,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from dataloaders.datasets import root_or_default  # noqa: E402
 PLAIN = ["--data_on_device", "0", "--amp", "0", "--channels_last", "0", "--foreach", "0", "--deterministic", "1",
          "--normalize", "none"]
 FAST = ["--data_on_device", "1", "--amp", "1", "--channels_last", "1", "--foreach", "1", "--deterministic", "0"]
@@ -54,9 +59,7 @@ def run_mode(name, flags, args, workdir) -> dict:
                "--labelnum", str(args.labelnum), "--max_iterations", str(args.iterations), "--exp", f"bench_{name}",
                "--overwrite", "--log_every", "50", "--save_every", str(10 ** 9), "--snapshot_every", str(10 ** 9), "--num_workers", str(args.num_workers),
                *flags]
-    for flag in ("root_path", "train_list"):
-        if getattr(args, flag):
-            command += [f"--{flag}", getattr(args, flag)]
+    command += ["--root_path", args.root_path, *(["--train_list", args.train_list] if args.train_list else [])]
     if args.patch_size:
         command += ["--patch_size", *map(str, args.patch_size)]
     if args.no_data:
@@ -80,7 +83,8 @@ def main():
     p.add_argument("--train_list", default=None)
     p.add_argument("--labelnum", type=int, default=16)
     p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--patch_size", type=int, nargs=3, default=None, help="default: the dataset's (small on a CPU)")
+    p.add_argument("--patch_size", type=int, nargs=3, default=None,
+                   help="default: the dataset's (LA: 112 112 80); on a CPU pass a small one such as 32 32 32")
     p.add_argument("--num_workers", type=int, default=4, help="DataLoader workers of the plain mode")
     p.add_argument("--modes", default="plain,fast", help=f"comma-separated, from {', '.join(MODES)}")
     p.add_argument("--no-data", dest="no_data", action="store_true", help="in-memory data for every mode")
@@ -92,6 +96,9 @@ def main():
         modes = chosen_modes(args.modes, args.variant)
     except ValueError as error:
         p.error(str(error))
+    # the runs start in a scratch folder: give them absolute paths (the synthetic set is made here)
+    args.root_path = str(Path(root_or_default(args.dataset_name, args.root_path)).resolve())
+    args.train_list = str(Path(args.train_list).resolve()) if args.train_list else None
 
     with tempfile.TemporaryDirectory() as workdir:
         results = [run_mode(name, flags, args, workdir) for name, flags in modes.items()]

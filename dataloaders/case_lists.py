@@ -4,6 +4,17 @@ from pathlib import Path
 from utils.errors import UserError
 
 
+def find_list(path, lists_dir) -> Path:
+    """The list file ``path`` names, made absolute: as given, or, for a relative name that is
+    not there, the file of that name beside the data (``lists_dir``), where the default lists
+    live, so ``--train_list dev_train.list`` finds the development split."""
+    given = Path(path)
+    beside_data = Path(lists_dir) / given
+    if not given.is_absolute() and not given.exists() and beside_data.is_file():
+        return beside_data.resolve()
+    return given.resolve()
+
+
 def read_case_list(path) -> list[str]:
     """IDs in file order; blank lines, surrounding spaces and Windows line ends are ignored.
 

@@ -1,7 +1,7 @@
 """dataloaders/case_lists.py: reading case lists and the labeled/unlabeled split."""
 import pytest
 
-from dataloaders.case_lists import read_case_list, split_labeled
+from dataloaders.case_lists import find_list, read_case_list, split_labeled
 from utils.errors import UserError
 
 
@@ -115,3 +115,15 @@ def test_split_labelnum_larger_than_list():
 def test_split_labelnum_larger_than_max_samples():
     with pytest.raises(UserError, match="max_samples"):
         split_labeled(IDS, 6, max_samples=5)
+
+
+def test_a_bare_list_name_is_found_beside_the_data(tmp_path, monkeypatch):
+    data, elsewhere = tmp_path / "data", tmp_path / "work"
+    data.mkdir()
+    elsewhere.mkdir()
+    (data / "dev_train.list").write_text("a\n")
+    monkeypatch.chdir(elsewhere)
+    assert find_list("dev_train.list", data) == (data / "dev_train.list").resolve()
+    (elsewhere / "dev_train.list").write_text("b\n")  # a file of that name here comes first
+    assert find_list("dev_train.list", data) == (elsewhere / "dev_train.list").resolve()
+    assert find_list("nowhere.list", data) == (elsewhere / "nowhere.list").resolve()  # read_case_list then names it

@@ -223,6 +223,16 @@ def test_images_are_read_as_the_run_read_them(trained, small, monkeypatch, capsy
                 np.testing.assert_allclose(image, (original - original.mean()) / original.std(), atol=1e-4)
 
 
+def test_the_window_is_the_patch_the_checkpoint_was_trained_on(trained, small, monkeypatch, capsys, tmp_path):
+    """The run trained on 32x32x16 patches (Synthetic's default is 48x48x32): without
+    --patch_size the sliding window is the training patch."""
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small, windows=["--stride_xy", "16",
+                                                                                            "--stride_z", "8"]),
+                                                                 "--out", tmp_path / "out"])
+    assert code == 0, err
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["patch_size"] == [32, 32, 16]
+
+
 def test_evaluations_do_not_overwrite_each_other(trained, small):
     folder = run_folder(trained)
     for extra, name in (([], "test"), (["--teacher"], "test_teacher"), (["--iteration", "2", "--teacher"],

@@ -3,6 +3,7 @@ import argparse
 import math
 from pathlib import Path
 
+from dataloaders.case_lists import find_list
 from dataloaders.datasets import DATASETS, NORMALIZATIONS, case_format, dataset_defaults, root_or_default
 from utils.errors import UserError
 
@@ -85,8 +86,9 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
                         f"{args.dataset_name} data, or try --dataset_name Synthetic)")
     layout = case_format(root, args.normalize)
     args.data_format, args.num_classes = layout.name, layout.num_classes
-    args.train_list = str(Path(args.train_list).resolve()) if args.train_list else str(layout.lists_dir / "train.list")
-    args.val_list = str(Path(args.val_list).resolve()) if args.val_list else None
+    args.train_list = str(find_list(args.train_list, layout.lists_dir) if args.train_list
+                          else (layout.lists_dir / "train.list").resolve())
+    args.val_list = str(find_list(args.val_list, layout.lists_dir)) if args.val_list else None
     bad_patch = [p for p in args.patch_size if p < 16 or p % 16]
     if bad_patch:
         raise UserError(f"--patch_size values must be positive multiples of 16 (the VNet halves them 4 times), "
