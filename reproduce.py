@@ -193,8 +193,11 @@ def check_recipe(folder: Path, expected: dict, fix: str) -> None:
 
 
 def write_recipe(folder: Path, settings: dict) -> None:
+    """Whole or not at all: a rerun after a kill must be able to read it."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / RECIPE_FILE).write_text(json.dumps(settings, indent=1))
+    tmp = folder / f".{RECIPE_FILE}.tmp"
+    tmp.write_text(json.dumps(settings, indent=1))
+    tmp.replace(folder / RECIPE_FILE)
 
 
 def eval_command(args, run: Run, teacher: bool) -> list[str]:

@@ -45,7 +45,10 @@ def clear_folder(path: Path) -> list[str]:
     names = sorted(entry.name for entry in path.iterdir()) if path.is_dir() else []
     for name in names:
         entry = path / name
-        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     return names
 
 
