@@ -35,7 +35,7 @@ from dataloaders.case_lists import find_list, read_case_list
 from dataloaders.datasets import case_format, dataset_defaults
 from dataloaders.la_heart import check_root
 from networks.vnet import VNet
-from utils.checkpoint import load_checkpoint, trained_normalization
+from utils.checkpoint import load_checkpoint, trained_normalization, trained_patch_size
 from utils.device import amp_dtype, runtime_versions, select_device
 from utils.distributed import ranks_from_environment
 from utils.errors import UserError, report_user_errors, require_folder_or_nothing
@@ -278,8 +278,7 @@ def main():
     args = parse_args()
     path = find_checkpoint(args)
     checkpoint = load_checkpoint(path, map_location="cpu")
-    patch_size, root, data = resolve_data(args, trained_patch=(checkpoint.get("args") or {}).get("patch_size")
-                                          if isinstance(checkpoint, dict) else None)
+    patch_size, root, data = resolve_data(args, trained_patch=trained_patch_size(checkpoint))
     check_args(args, patch_size)
     num_classes = data.num_classes
     test_list = str(find_list(args.test_list, data.lists_dir) if args.test_list else data.lists_dir / "test.list")

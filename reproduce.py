@@ -43,7 +43,7 @@ from dataloaders.datasets import DATASETS, case_format, root_or_default
 from dataloaders.la_heart import check_root
 from utils.errors import UserError, report_user_errors, require_folder_or_nothing
 from utils.grid_results import METHODS, Run, collect, markdown_report
-from utils.run_folder import read_scalars, run_folder_path
+from utils.run_folder import read_scalars, run_folder_path, write_text_atomically
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_LABELNUM = {"LA": (6, 13), "Hippocampus": (17, 34), "Synthetic": (2, 4)}  # about 10 % and 20 %
@@ -193,11 +193,8 @@ def check_recipe(folder: Path, expected: dict, fix: str) -> None:
 
 
 def write_recipe(folder: Path, settings: dict) -> None:
-    """Whole or not at all: a rerun after a kill must be able to read it."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{RECIPE_FILE}.tmp"
-    tmp.write_text(json.dumps(settings, indent=1))
-    tmp.replace(folder / RECIPE_FILE)
+    write_text_atomically(folder / RECIPE_FILE, json.dumps(settings, indent=1))  # a rerun after a kill reads it
 
 
 def eval_command(args, run: Run, teacher: bool) -> list[str]:

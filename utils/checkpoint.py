@@ -45,3 +45,9 @@ def trained_normalization(checkpoint: dict) -> str:
     """How the checkpoint's run read its images (``--normalize``); runs from before that flag
     read the h5 values as stored."""
     return (checkpoint.get("args") or {}).get("normalize", "none")
+
+
+def trained_patch_size(checkpoint) -> tuple | None:
+    """The patch the checkpoint's run trained on (voxels), or None where it does not say."""
+    patch = (checkpoint.get("args") or {}).get("patch_size") if isinstance(checkpoint, dict) else None
+    return tuple(patch) if patch else None

@@ -40,6 +40,14 @@ def check_free(path, overwrite: bool) -> None:
                         "choose a new --exp, or pass --overwrite to replace them")
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader
+    after a kill finds the old file or the new one, never half of one."""
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def clear_folder(path: Path) -> list[str]:
     """Remove everything inside ``path`` (an earlier run's files); returns the names removed."""
     names = sorted(entry.name for entry in path.iterdir()) if path.is_dir() else []
@@ -117,10 +125,8 @@ class RunFolder:
     def write_config(self, config: dict) -> None:
         """``config.json``, written whole or not at all (a resumed run rewrites it with its flags)."""
         if self.writes:
-            text = json.dumps({**config, "git_commit": git_commit()}, indent=2, default=str)
-            tmp = self.path / ".config.json.tmp"
-            tmp.write_text(text)
-            os.replace(tmp, self.path / "config.json")
+            write_text_atomically(self.path / "config.json",
+                                  json.dumps({**config, "git_commit": git_commit()}, indent=2, default=str))
 
     def add_scalars(self, iteration: int, scalars: dict) -> None:
         """Queue scalars (tensors or numbers) of one iteration."""

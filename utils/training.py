@@ -38,7 +38,7 @@ def setup(args: argparse.Namespace, with_teacher: bool) -> tuple[torch.device, d
     folder = run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model)
     resume_from = None
     if args.resume:
-        path = resume_path(args)
+        path = resume_path(args, folder)
         if not path.is_file():
             raise UserError(f"nothing to resume: {path} does not exist (start without --resume, or pass the "
                             "checkpoint's path with --resume PATH)")
@@ -55,9 +55,8 @@ def setup(args: argparse.Namespace, with_teacher: bool) -> tuple[torch.device, d
     return device, resume_from, ranks
 
 
-def resume_path(args: argparse.Namespace) -> Path:
+def resume_path(args: argparse.Namespace, folder: Path) -> Path:
     """The checkpoint ``--resume`` names: the run folder's latest.pth, or the PATH given."""
-    folder = run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model)
     return folder / "latest.pth" if args.resume == "latest" else Path(args.resume)
 
 
@@ -96,7 +95,7 @@ def open_run(args: argparse.Namespace, device: torch.device, ranks: Ranks = Rank
     it; any other run starts the folder afresh (``setup`` has made sure that loses no
     checkpoint unless ``--overwrite`` said so)."""
     folder = run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model)
-    continues = bool(args.resume) and resume_path(args).resolve().parent == folder.resolve()
+    continues = bool(args.resume) and resume_path(args, folder).resolve().parent == folder.resolve()
     run = RunFolder(folder, overwrite=args.overwrite, continues=continues, writes=ranks.is_main,
                     average=ranks.average)
     versions = runtime_versions()
