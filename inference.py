@@ -36,7 +36,7 @@ from dataloaders.datasets import case_format, dataset_defaults
 from dataloaders.la_heart import check_root
 from networks.vnet import VNet
 from utils.checkpoint import load_checkpoint, trained_normalization, trained_patch_size
-from utils.device import amp_dtype, runtime_versions, select_device
+from utils.device import amp_dtype, memory_layout, precision_text, runtime_versions, select_device
 from utils.distributed import ranks_from_environment
 from utils.errors import UserError, report_user_errors, require_folder_or_nothing
 from utils.metrics import keep_largest_component_per_class, multiclass_metrics
@@ -74,7 +74,8 @@ def parse_args():
     sw.add_argument("--stride_xy", type=int, default=None, help="window step along X and Y, voxels (LA: 18)")
     sw.add_argument("--stride_z", type=int, default=None, help="window step along Z, voxels (LA: 4)")
     sw.add_argument("--sw_batch", type=int, default=8, help="windows per forward pass")
-    sw.add_argument("--amp", type=int, default=1, help="bf16/fp16 autocast on CUDA (0: fp32)")
+    sw.add_argument("--amp", type=int, default=1, help="bf16/fp16 autocast on CUDA, bf16 on CPUs with bf16 units (0: fp32)")
+    sw.add_argument("--channels_last", type=int, default=1, help="channels_last_3d memory layout (0: NCDHW)")
     sw.add_argument("--gpu", default="0")
     out = p.add_argument_group("post-processing and outputs")
     out.add_argument("--lcc", action="store_true",
@@ -138,8 +139,10 @@ def default_out(args, path: Path) -> Path:
     return path.parent / "_".join(parts)
 
 
-def load_network(checkpoint: dict, path: Path, teacher: bool, num_classes: int, device) -> torch.nn.Module:
-    """The VNet of ``checkpoint`` (student or teacher weights) in eval mode on ``device``."""
+def load_network(checkpoint: dict, path: Path, teacher: bool, num_classes: int, device,
+                 layout: torch.memory_format = torch.contiguous_format) -> torch.nn.Module:
+    """The VNet of ``checkpoint`` (student or teacher weights) in eval mode on ``device``, its
+    weights in ``layout``."""
     if not isinstance(checkpoint, dict):
         raise UserError(f"{path} is not a checkpoint of this repository's training scripts")
     config = checkpoint.get("network")
@@ -160,7 +163,7 @@ def load_network(checkpoint: dict, path: Path, teacher: bool, num_classes: int, 
         model.load_state_dict(weights)
     except (RuntimeError, TypeError, ValueError) as err:
         raise UserError(f"{path} does not match the network: {str(err).strip().splitlines()[0]}") from None
-    return model.to(device).eval()
+    return model.to(device, memory_format=layout).eval()
 
 
 def summarize(rows: list[dict], num_classes: int) -> dict:
@@ -291,7 +294,8 @@ def main():
     ranks = ranks_from_environment()  # under torchrun each process evaluates every N-th case
     device = ranks.device(select_device(args.gpu))
     ranks.start(device)
-    model = load_network(checkpoint, path, args.teacher, num_classes, device)
+    model = load_network(checkpoint, path, args.teacher, num_classes, device,
+                         memory_layout(device, bool(args.channels_last)))
     normalize = trained_normalization(checkpoint)
     data = case_format(root, normalize)  # the images as the run saw them in training
     iteration = checkpoint.get("iteration")
@@ -303,7 +307,8 @@ def main():
     log = Log(out / "log.txt", writes=ranks.is_main)
     log(f"evaluating {path} ({'teacher' if args.teacher else 'student'}, iteration {iteration}) on "
         f"{len(case_ids)} cases of {test_list}; device {device}, "
-        f"{'autocast ' + str(autocast).replace('torch.', '') if autocast else 'fp32'}, patch {patch_size}, "
+        f"{precision_text(device, bool(args.amp))}{', channels_last_3d' if args.channels_last else ''}, "
+        f"patch {patch_size}, "
         f"strides {args.stride_xy}/{args.stride_z}, lcc {'on' if args.lcc else 'off'}, "
         f"{'images z-scored per case' if normalize == 'case' else 'images as stored'}"
         + (f", cases split over {ranks.world_size} processes" if ranks.distributed else ""))

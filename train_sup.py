@@ -14,10 +14,11 @@ from tqdm import tqdm
 from dataloaders.batches import make_training_batches
 from dataloaders.case_lists import read_case_list, split_labeled
 from utils.arguments import resolve_data_args, training_parser
+from utils.device import memory_layout
 from utils.errors import report_user_errors
 from utils.losses import supervised_loss
-from utils.training import (MixedPrecision, Periodic, build_vnet, checkpoint_state, lr_at, make_validator,
-                            memory_layout, open_run, print_data_report, restore, set_lr, sgd, setup)
+from utils.training import (MixedPrecision, Periodic, build_vnet, checkpoint_state, lr_at, make_validator, open_run,
+                            print_data_report, restore, set_lr, sgd, setup)
 
 
 def parse_args():

@@ -4,7 +4,8 @@ plain: the original UA-MT ``test_single_case`` (one window at a time, fp32, soft
        the host and accumulated in numpy), then medpy's dc, jc, hd95 and asd per class, as the
        original LA evaluation calls them;
 ours:  ``utils.sliding_window.sliding_window_predict`` (``--sw_batch`` windows per forward
-       pass, accumulation on the device, bf16/fp16 autocast on CUDA), then
+       pass, accumulation on the device, bf16/fp16 autocast on CUDA and bf16 on CPUs with bf16
+       units, channels_last_3d), then
        ``utils.metrics.multiclass_metrics``.
 
 Prints seconds per case for the windows and for the metrics, the speed-ups, and the largest
@@ -22,6 +23,7 @@ valid, the Dice values are not.
 """
 import argparse
 import datetime
+import copy
 import math
 import os
 import platform
@@ -37,7 +39,7 @@ from dataloaders.case_lists import read_case_list  # noqa: E402
 from inference import load_network, resolve_data  # noqa: E402
 from networks.vnet import VNet  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
-from utils.device import amp_dtype, select_device  # noqa: E402
+from utils.device import amp_dtype, memory_layout, precision_text, select_device  # noqa: E402
 from utils.errors import report_user_errors  # noqa: E402
 from utils.metrics import multiclass_metrics  # noqa: E402
 from utils.sliding_window import sliding_window_predict  # noqa: E402
@@ -58,7 +60,8 @@ def parse_args():
     p.add_argument("--stride_xy", type=int, default=None, help="default: the dataset's (LA: 18)")
     p.add_argument("--stride_z", type=int, default=None, help="default: the dataset's (LA: 4)")
     p.add_argument("--sw_batch", type=int, default=8, help="windows per forward pass (ours)")
-    p.add_argument("--amp", type=int, default=1, help="autocast on CUDA (ours)")
+    p.add_argument("--amp", type=int, default=1, help="autocast on CUDA and on CPUs with bf16 units (ours)")
+    p.add_argument("--channels_last", type=int, default=1, help="channels_last_3d layout (ours)")
     p.add_argument("--gpu", default="0")
     return p.parse_args()
 
@@ -157,15 +160,18 @@ def main():
     except ImportError:
         medpy_binary = None
     autocast = amp_dtype(device, bool(args.amp))
+    layout = memory_layout(device, bool(args.channels_last))
+    our_model = copy.deepcopy(model).to(memory_format=layout)  # the plain predictor keeps NCDHW
     print(f"{datetime.date.today()}  {hardware(device)}  torch {torch.__version__}")
     print(f"weights {weights}; {len(case_ids)} cases; patch {patch_size}, strides {args.stride_xy}/{args.stride_z}")
     print(f"plain: 1 window per pass, fp32, numpy accumulation, "
           f"{'medpy metrics' if medpy_binary else 'medpy not installed: plain metrics not timed'}")
-    print(f"ours:  {args.sw_batch} windows per pass, {str(autocast).replace('torch.', '') if autocast else 'fp32'}, "
-          f"accumulation on {device.type}, utils.metrics")
+    print(f"ours:  {args.sw_batch} windows per pass, {precision_text(device, bool(args.amp))}, "
+          f"{'channels_last_3d' if layout == torch.channels_last_3d else 'NCDHW'}, accumulation on {device.type}, "
+          "utils.metrics")
 
     def ours_predict(image):
-        _, labels = sliding_window_predict(model, image, patch_size, args.stride_xy, args.stride_z, num_classes,
+        _, labels = sliding_window_predict(our_model, image, patch_size, args.stride_xy, args.stride_z, num_classes,
                                            device, sw_batch=args.sw_batch, amp_dtype=autocast)
         return labels.cpu().numpy().astype(np.uint8)
 

@@ -13,6 +13,7 @@ import torch
 from conftest import TINY, log_lines, read_scalars, run_script
 from networks.vnet import VNet
 from utils.checkpoint import load_checkpoint
+from utils.device import precision_text
 
 MT, SUP = "train_mean_teacher.py", "train_sup.py"
 LOSS_TAGS = ("loss/total", "loss/supervised", "loss/consistency")
@@ -58,20 +59,23 @@ def sup_run(syn, tmp_path_factory):
 
 
 SHORT = [*TINY, "--max_iterations", "3", "--save_every", "3", "--log_every", "1", "--deterministic", "1"]
+# The fast path in fp32 (its channels_last layout and in-memory data included) against the
+# original path, whatever this CPU's bf16 support.
+FAST_FP32 = ["--data_on_device", "1", "--foreach", "1", "--channels_last", "1", "--amp", "0"]
+PLAIN = ["--data_on_device", "0", "--num_workers", "0", "--foreach", "0", "--channels_last", "0", "--amp", "0"]
 
 
 @pytest.fixture(scope="module")
 def fast_run(syn, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("fast")
-    proc = run_script(MT, [*data_args(syn), *SHORT, "--data_on_device", "1", "--foreach", "1"], cwd)
+    proc = run_script(MT, [*data_args(syn), *SHORT, *FAST_FP32], cwd)
     return ok(proc), run_dir(cwd, "MT")
 
 
 @pytest.fixture(scope="module")
 def plain_run(syn, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("plain")
-    proc = run_script(MT, [*data_args(syn), *SHORT, "--data_on_device", "0", "--num_workers", "0", "--foreach", "0"],
-                      cwd)
+    proc = run_script(MT, [*data_args(syn), *SHORT, *PLAIN], cwd)
     return proc, run_dir(cwd, "MT")
 
 
@@ -97,6 +101,7 @@ def test_run_writes_everything(which, mt_run, sup_run, syn):
         assert any(line.startswith(f"iteration {i}: loss/total ") for line in lines), i
     assert sum("val/dice" in line for line in lines) == 2
     assert "2 labeled" in (folder / "log.txt").read_text()
+    assert f"{precision_text(torch.device('cpu'), True)}, channels_last_3d layout" in log_lines(folder, "")  # defaults
     done = log_lines(folder, "done:")
     assert len(done) == 1 and re.fullmatch(r"done: 4 iterations \(4 in this process, [0-9.]+ s\); speed: .*", done[0]), done
 
@@ -159,7 +164,7 @@ def test_plain_data_path_runs(plain_run):
 
 def test_deterministic_runs_log_identical_losses(syn, fast_run, tmp_path):
     _, first = fast_run
-    ok(run_script(MT, [*data_args(syn), *SHORT, "--data_on_device", "1", "--foreach", "1"], tmp_path))
+    ok(run_script(MT, [*data_args(syn), *SHORT, *FAST_FP32], tmp_path))
     second = run_dir(tmp_path, "MT")
     a, b = log_lines(first), log_lines(second)
     assert len(a) == 3 and a == b
@@ -169,11 +174,13 @@ def test_deterministic_runs_log_identical_losses(syn, fast_run, tmp_path):
 
 
 def compare_losses(plain_dir, fast_dir):
+    """The first step's losses agree to float rounding (same batch, same weights); later ones
+    drift a little, as the two layouts sum the convolutions in different orders."""
     plain, fast = read_scalars(plain_dir), read_scalars(fast_dir)
     for tag in LOSS_TAGS:
         assert sorted(plain[tag]) == sorted(fast[tag]) == [0, 1, 2]
         for step in plain[tag]:
-            assert plain[tag][step] == pytest.approx(fast[tag][step], rel=1e-4), (tag, step)
+            assert plain[tag][step] == pytest.approx(fast[tag][step], rel=1e-5 if step == 0 else 2e-3), (tag, step)
 
 
 def test_plain_and_fast_paths_log_same_losses(plain_run, fast_run):

@@ -43,11 +43,34 @@ def warn_known_bad_runtime() -> str | None:
 
 
 def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """bf16 where the GPU has it, fp16 otherwise (with a grad scaler), None for fp32.
-    Autocast stays off on the CPU, where 3D convolutions gain nothing from it."""
-    if not amp or device.type != "cuda":
+    """The autocast precision for ``--amp 1``, None for fp32: bf16 where the GPU has it, fp16
+    otherwise (with a grad scaler); bf16 on a CPU with bf16 units (AVX512-BF16 or AMX), fp32 on
+    other CPUs, which emulate bf16 many times slower than they compute in fp32."""
+    if not amp:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's, private
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def memory_layout(device: torch.device, channels_last: bool) -> torch.memory_format:
+    """channels_last_3d when asked for, on CUDA (cuDNN) and on the CPU (oneDNN), where it pays
+    in fp32 and bf16 alike; the default layout otherwise."""
+    return torch.channels_last_3d if channels_last and device.type in ("cuda", "cpu") else torch.contiguous_format
+
+
+def precision_text(device: torch.device, amp: bool) -> str:
+    """How the network computes, for the logs: "bf16 autocast", "fp16 autocast" or "fp32"."""
+    dtype = amp_dtype(device, amp)
+    if dtype is not None:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype] + " autocast"
+    return "fp32 (this CPU has no bf16 units)" if amp and device.type == "cpu" else "fp32"
 
 
 def random_states() -> dict:

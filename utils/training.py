@@ -14,8 +14,8 @@ from dataloaders.datasets import case_format
 from networks.vnet import VNet
 from utils.checkpoint import load_checkpoint, trained_normalization
 from utils.distributed import Ranks, ranks_from_environment
-from utils.device import (amp_dtype, random_states, restore_random_states, runtime_versions, seed_everything,
-                          select_device, warn_known_bad_runtime)
+from utils.device import (amp_dtype, memory_layout, precision_text, random_states, restore_random_states,
+                          runtime_versions, seed_everything, select_device, warn_known_bad_runtime)
 from utils.errors import UserError
 from utils.run_folder import RunFolder, TrainingDiverged, check_free, run_folder_path
 from utils.validation import Validator
@@ -106,6 +106,8 @@ def open_run(args: argparse.Namespace, device: torch.device, ranks: Ranks = Rank
     run.info("runtime " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     if device.type == "cpu":
         run.info("CUDA is not available: training on the CPU")
+    layout = "channels_last_3d" if memory_layout(device, bool(args.channels_last)) == torch.channels_last_3d else "NCDHW"
+    run.info(f"{precision_text(device, bool(args.amp))}, {layout} layout")
     if ranks.distributed:
         backend = "NCCL" if device.type == "cuda" else "gloo"
         run.info(f"DistributedDataParallel over {ranks.world_size} processes ({backend}), "
@@ -141,11 +143,6 @@ def print_data_report(args: argparse.Namespace) -> None:
             volumes = check_cases(args.root_path, read_case_list(getattr(args, name)), args.num_classes,
                                   layout.read, layout.case_file)
             print(f"{getattr(args, name)}: all cases load and agree\n" + data_report(volumes, args.num_classes))
-
-
-def memory_layout(device: torch.device, channels_last: bool) -> torch.memory_format:
-    """channels_last_3d where it pays (cuDNN on CUDA), the default layout elsewhere."""
-    return torch.channels_last_3d if channels_last and device.type == "cuda" else torch.contiguous_format
 
 
 def build_vnet(num_classes: int, device: torch.device, layout=torch.contiguous_format) -> nn.Module:
