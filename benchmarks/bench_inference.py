@@ -36,9 +36,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataloaders.case_lists import read_case_list  # noqa: E402
+from dataloaders.datasets import case_format  # noqa: E402
 from inference import load_network, resolve_data  # noqa: E402
 from networks.vnet import VNet  # noqa: E402
-from utils.checkpoint import load_checkpoint  # noqa: E402
+from utils.checkpoint import load_checkpoint, trained_normalization  # noqa: E402
 from utils.device import amp_dtype, memory_layout, precision_text, select_device  # noqa: E402
 from utils.errors import report_user_errors  # noqa: E402
 from utils.metrics import multiclass_metrics  # noqa: E402
@@ -147,8 +148,9 @@ def main():
     case_ids = read_case_list(args.test_list or data.lists_dir / "test.list")[:args.cases]
     device = select_device(args.gpu)
     if args.checkpoint:
-        model = load_network(load_checkpoint(args.checkpoint), Path(args.checkpoint), args.teacher, num_classes,
-                             device)
+        checkpoint = load_checkpoint(args.checkpoint)
+        model = load_network(checkpoint, Path(args.checkpoint), args.teacher, num_classes, device)
+        data = case_format(root, trained_normalization(checkpoint))  # the images as the network saw them
         weights = f"{args.checkpoint} ({'teacher' if args.teacher else 'student'})"
     else:
         torch.manual_seed(args.seed)

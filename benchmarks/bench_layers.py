@@ -33,7 +33,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from networks.vnet import VNet  # noqa: E402
-from utils.device import amp_dtype, runtime_versions  # noqa: E402
+from utils.device import amp_dtype, memory_layout, runtime_versions  # noqa: E402
 from utils.errors import UserError, report_user_errors  # noqa: E402
 
 BLOCKS = ("enc1", "down1", "enc2", "down2", "enc3", "down3", "enc4", "down4", "bottleneck",
@@ -47,8 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--labeled_bs", type=int, default=2, help="the teacher sees batch_size - labeled_bs")
     p.add_argument("--patch_size", type=int, nargs=3, default=[112, 112, 80], metavar=("X", "Y", "Z"))
     p.add_argument("--precision", choices=sorted(PRECISIONS), default="auto",
-                   help="autocast dtype; auto: bf16 where the GPU has it, fp16 otherwise, fp32 on the CPU")
-    p.add_argument("--channels_last", type=int, default=1, help="channels_last_3d on CUDA (0: NCDHW)")
+                   help="autocast dtype; auto: as training's --amp 1 (bf16 where the GPU or CPU has it, "
+                        "fp16 on older GPUs, fp32 on other CPUs)")
+    p.add_argument("--channels_last", type=int, default=1, help="channels_last_3d (0: NCDHW)")
     p.add_argument("--reps", type=int, default=20, help="timed calls per measurement")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before each measurement")
     p.add_argument("--compile_blocks", default="enc1,enc2,dec2,dec1",
@@ -174,7 +175,7 @@ def main(argv=None):
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     dtype = PRECISIONS[args.precision] if args.precision != "auto" else amp_dtype(device, True)
-    layout = torch.channels_last_3d if args.channels_last and device.type == "cuda" else torch.contiguous_format
+    layout = memory_layout(device, bool(args.channels_last))
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     print(f"runtime: {runtime_versions()}; precision {dtype or torch.float32}; layout {layout}; "

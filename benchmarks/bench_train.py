@@ -12,8 +12,9 @@ host time waiting for data, peak GPU memory):
 Modes:
   plain    h5 read + numpy augmentation per sample in DataLoader workers, fp32, NCDHW,
            per-tensor EMA and optimizer, deterministic cuDNN, values as stored (the original scripts)
-  fast     volumes in device memory, augmentation there, bf16 autocast, channels_last_3d,
-           multi-tensor EMA and optimizer, cudnn.benchmark (--deterministic 0)
+  fast     volumes in device memory, augmentation there, bf16 autocast (also on CPUs with bf16
+           units), channels_last_3d, multi-tensor EMA and optimizer, cudnn.benchmark
+           (--deterministic 0)
   fast_det the fast path with the default --deterministic 1
   compile  fast + torch.compile
 ``--variant NAME "MODE FLAGS"`` adds a mode of your own, e.g. ``--variant nchw "fast --channels_last 0"``.
