@@ -18,6 +18,7 @@ from dataloaders.batches import make_training_batches
 from dataloaders.samplers import EndlessBatchSampler, RankSlice, TwoStreamBatchSampler
 from dataloaders.synthetic import generate_dataset
 from utils.checkpoint import load_checkpoint
+from utils.device import amp_dtype, memory_layout
 from utils.distributed import Ranks, ranks_from_environment
 from utils.errors import UserError
 from utils.run_folder import read_scalars
@@ -198,9 +199,10 @@ def test_validation_is_shared_by_the_ranks(data, mt_run):
     layout = case_format(root)
     volumes = check_cases(root, read_case_list(val_list), 2, layout.read, layout.case_file)
     assert len(volumes) == 2
-    model = VNet(n_classes=2, **VNET_CONFIG)
+    cpu = torch.device("cpu")
+    model = VNet(n_classes=2, **VNET_CONFIG).to(memory_format=memory_layout(cpu, True))  # as the run's defaults
     model.load_state_dict(load_checkpoint(folder / "iter_6.pth")["student"])
-    expected = Validator(volumes, (32, 32, 16), 2, torch.device("cpu"))(model)
+    expected = Validator(volumes, (32, 32, 16), 2, cpu, amp_dtype=amp_dtype(cpu, True))(model)
     assert logged[6] == pytest.approx(expected, abs=1e-6)
 
 
