@@ -74,7 +74,9 @@ def parse_args():
     sw.add_argument("--stride_xy", type=int, default=None, help="window step along X and Y, voxels (LA: 18)")
     sw.add_argument("--stride_z", type=int, default=None, help="window step along Z, voxels (LA: 4)")
     sw.add_argument("--sw_batch", type=int, default=8, help="windows per forward pass")
-    sw.add_argument("--amp", type=int, default=1, help="bf16/fp16 autocast on CUDA, bf16 on CPUs with bf16 units (0: fp32)")
+    sw.add_argument("--amp", type=int, default=None,
+                    help="1: bf16/fp16 autocast on CUDA, bf16 on CPUs with bf16 units; 0: fp32 "
+                         "(default: 1 on a GPU, 0 on a CPU)")
     sw.add_argument("--channels_last", type=int, default=1, help="channels_last_3d memory layout (0: NCDHW)")
     sw.add_argument("--gpu", default="0")
     out = p.add_argument_group("post-processing and outputs")
@@ -300,14 +302,14 @@ def main():
     data = case_format(root, normalize)  # the images as the run saw them in training
     iteration = checkpoint.get("iteration")
     del checkpoint  # the optimizer state is not needed
-    autocast = amp_dtype(device, bool(args.amp))
+    autocast = amp_dtype(device, args.amp)
     out = Path(args.out) if args.out else default_out(args, path)
     require_folder_or_nothing(out)
     out.mkdir(parents=True, exist_ok=True)
     log = Log(out / "log.txt", writes=ranks.is_main)
     log(f"evaluating {path} ({'teacher' if args.teacher else 'student'}, iteration {iteration}) on "
         f"{len(case_ids)} cases of {test_list}; device {device}, "
-        f"{precision_text(device, bool(args.amp))}{', channels_last_3d' if args.channels_last else ''}, "
+        f"{precision_text(device, args.amp)}{', channels_last_3d' if args.channels_last else ''}, "
         f"patch {patch_size}, "
         f"strides {args.stride_xy}/{args.stride_z}, lcc {'on' if args.lcc else 'off'}, "
         f"{'images z-scored per case' if normalize == 'case' else 'images as stored'}"

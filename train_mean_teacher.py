@@ -74,7 +74,7 @@ def main():
     student_forward = ranks.wrap(student, device)
     student_forward = torch.compile(student_forward) if args.compile else student_forward
     optimizer = sgd(student, args.base_lr, foreach=bool(args.foreach))
-    precision = MixedPrecision(device, bool(args.amp))
+    precision = MixedPrecision(device, args.amp)
     consistency_loss_fn = CONSISTENCY_LOSSES[args.consistency_type]
     if resume_from:
         restore(resume_from, {"student": student, "teacher": teacher}, optimizer, precision.scaler, ranks)

@@ -48,7 +48,7 @@ def main():
     model_forward = ranks.wrap(model, device)  # DistributedDataParallel under torchrun
     model_forward = torch.compile(model_forward) if args.compile else model_forward
     optimizer = sgd(model, args.base_lr, foreach=bool(args.foreach))
-    precision = MixedPrecision(device, bool(args.amp))
+    precision = MixedPrecision(device, args.amp)
     if resume_from:
         restore(resume_from, {"student": model}, optimizer, precision.scaler, ranks)
         run.info(f"resumed after iteration {start}")

@@ -18,6 +18,13 @@ def test_cpu_autocast_only_with_bf16_units(monkeypatch, has_bf16, dtype, text):
     assert precision_text(CPU, True) == text
 
 
+def test_cpu_default_is_fp32_even_with_bf16_units(monkeypatch):
+    """--amp left out: fp32 on the CPU (bf16 cost accuracy on Hippocampus there)."""
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)
+    assert amp_dtype(CPU, None) is None
+    assert precision_text(CPU, None) == "fp32"
+
+
 def test_amp_off_is_fp32_everywhere(monkeypatch):
     monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)
     assert amp_dtype(CPU, False) is None

@@ -18,6 +18,7 @@ from conftest import REPO, TINY, script_env, run_script, write_case
 from dataloaders.la_heart import read_case, read_case_zscored
 from networks.vnet import VNet
 from utils.checkpoint import load_checkpoint
+from utils.device import amp_dtype, precision_text
 from utils.metrics import multiclass_metrics
 from utils.overlay import GT_COLOUR, PRED_COLOUR, case_overlay, encode_png, write_png
 
@@ -231,6 +232,24 @@ def test_the_window_is_the_patch_the_checkpoint_was_trained_on(trained, small, m
                                                                  "--out", tmp_path / "out"])
     assert code == 0, err
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["patch_size"] == [32, 32, 16]
+
+
+@pytest.mark.parametrize("flags, amp, layout", [([], None, torch.channels_last_3d),
+                                                 (["--amp", "1"], True, torch.channels_last_3d),
+                                                 (["--amp", "0", "--channels_last", "0"], False,
+                                                  torch.contiguous_format)])
+def test_precision_and_layout_flags(flags, amp, layout, trained, small, monkeypatch, capsys, tmp_path):
+    """The network runs in the layout and precision asked for (bf16 only when asked for, and
+    only on a CPU with bf16 units), and the log says which."""
+    seen = []
+    predict = inference.sliding_window_predict
+    monkeypatch.setattr(inference, "sliding_window_predict", lambda model, *a, **k: seen.append(
+        (model.enc2[0].weight.is_contiguous(memory_format=layout), k["amp_dtype"])) or predict(model, *a, **k))
+    code, stdout, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small), *flags, "--out", tmp_path])
+    assert code == 0, err
+    assert seen and all(entry == (True, amp_dtype(torch.device("cpu"), amp)) for entry in seen)
+    channels_last = ", channels_last_3d" if layout == torch.channels_last_3d else ""
+    assert f"{precision_text(torch.device('cpu'), amp)}{channels_last}, patch" in stdout
 
 
 def test_evaluations_do_not_overwrite_each_other(trained, small):

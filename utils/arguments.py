@@ -67,8 +67,9 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
                        help="1: read every volume once into device memory, augment there; "
                             "0: DataLoader workers read and augment each sample (original)")
     speed.add_argument("--num_workers", type=int, default=2, help="DataLoader workers when --data_on_device 0")
-    speed.add_argument("--amp", type=int, default=1,
-                       help="bf16 autocast (fp16 + grad scaling on older GPUs; fp32 on CPUs without bf16 units)")
+    speed.add_argument("--amp", type=int, default=None,
+                       help="1: bf16 autocast (fp16 + grad scaling on older GPUs; on a CPU only where it has bf16 "
+                            "units); 0: fp32 (default: 1 on a GPU, 0 on a CPU)")
     speed.add_argument("--channels_last", type=int, default=1, help="channels_last_3d memory layout (0: NCDHW)")
     speed.add_argument("--foreach", type=int, default=1, help="multi-tensor EMA update and optimizer step")
     speed.add_argument("--compile", type=int, default=0, help="torch.compile the student (slow start, faster steps)")

@@ -42,10 +42,14 @@ def warn_known_bad_runtime() -> str | None:
     return None
 
 
-def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """The autocast precision for ``--amp 1``, None for fp32: bf16 where the GPU has it, fp16
-    otherwise (with a grad scaler); bf16 on a CPU with bf16 units (AVX512-BF16 or AMX), fp32 on
-    other CPUs, which emulate bf16 many times slower than they compute in fp32."""
+def amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """The autocast precision for ``--amp``, None for fp32. ``amp`` None (the flag left out)
+    means on for CUDA, off on the CPU. On: bf16 where the GPU has it, fp16 otherwise (with a
+    grad scaler); bf16 on a CPU with bf16 units (AVX512-BF16 or AMX), fp32 on other CPUs, which
+    emulate bf16 many times slower than they compute in fp32. The CPU default is fp32 because
+    bf16 cost accuracy in Hippocampus runs there (README, "bf16 on a CPU")."""
+    if amp is None:
+        amp = device.type == "cuda"
     if not amp:
         return None
     if device.type == "cuda":
@@ -65,7 +69,7 @@ def memory_layout(device: torch.device, channels_last: bool) -> torch.memory_for
     return torch.channels_last_3d if channels_last and device.type in ("cuda", "cpu") else torch.contiguous_format
 
 
-def precision_text(device: torch.device, amp: bool) -> str:
+def precision_text(device: torch.device, amp: bool | None) -> str:
     """How the network computes, for the logs: "bf16 autocast", "fp16 autocast" or "fp32"."""
     dtype = amp_dtype(device, amp)
     if dtype is not None:

@@ -107,7 +107,7 @@ def open_run(args: argparse.Namespace, device: torch.device, ranks: Ranks = Rank
     if device.type == "cpu":
         run.info("CUDA is not available: training on the CPU")
     layout = "channels_last_3d" if memory_layout(device, bool(args.channels_last)) == torch.channels_last_3d else "NCDHW"
-    run.info(f"{precision_text(device, bool(args.amp))}, {layout} layout")
+    run.info(f"{precision_text(device, args.amp)}, {layout} layout")
     if ranks.distributed:
         backend = "NCCL" if device.type == "cuda" else "gloo"
         run.info(f"DistributedDataParallel over {ranks.world_size} processes ({backend}), "
@@ -131,7 +131,7 @@ def make_validator(args: argparse.Namespace, device: torch.device, ranks: Ranks 
                         "that share the validation; list more cases or start fewer processes")
     volumes = check_cases(args.root_path, case_ids[ranks.rank::ranks.world_size], args.num_classes, layout.read,
                           layout.case_file)
-    return Validator(volumes, args.patch_size, args.num_classes, device, amp_dtype=amp_dtype(device, bool(args.amp)),
+    return Validator(volumes, args.patch_size, args.num_classes, device, amp_dtype=amp_dtype(device, args.amp),
                      gather=ranks.gather if ranks.distributed else None)  # autocast as inference.py
 
 
@@ -192,9 +192,9 @@ def restore(state: dict, models: dict, optimizer, scaler, ranks: Ranks = Ranks()
 
 
 class MixedPrecision:
-    """bf16 autocast (or fp16 with loss scaling) on CUDA; plain fp32 when off or on the CPU."""
+    """Autocast as ``amp_dtype`` chooses (bf16, or fp16 with loss scaling), or plain fp32."""
 
-    def __init__(self, device: torch.device, enabled: bool):
+    def __init__(self, device: torch.device, enabled: bool | None):
         self.device = device
         self.dtype = amp_dtype(device, enabled)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
