@@ -22,8 +22,8 @@ Without ``--checkpoint`` the network is a VNet initialised with ``--seed``: the 
 valid, the Dice values are not.
 """
 import argparse
-import datetime
 import copy
+import datetime
 import math
 import os
 import platform

@@ -4,8 +4,7 @@ import torch
 
 import utils.device as device_module
 from networks.vnet import VNet
-from utils.device import amp_dtype, cpu_has_bf16, precision_text
-from utils.training import memory_layout
+from utils.device import amp_dtype, cpu_has_bf16, memory_layout, precision_text
 
 CPU = torch.device("cpu")
 
