@@ -28,28 +28,25 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from dataloaders.case_lists import find_list, read_case_list
-from dataloaders.datasets import case_format, dataset_defaults
+from dataloaders.case_lists import read_case_list
+from dataloaders.datasets import data_folder, dataset_defaults
 from dataloaders.la_heart import check_root
-from networks.vnet import VNet
-from utils.checkpoint import load_checkpoint, trained_normalization, trained_patch_size
-from utils.device import amp_dtype, memory_layout, precision_text, runtime_versions, select_device
+from evaluation.outputs import Log, json_ready, save_nifti
+from evaluation.report import summarize, table
+from networks.vnet import patch_size_problem
+from training.run_folder import run_folder_path
+from utils.checkpoint import load_checkpoint, load_network, trained_normalization, trained_patch_size
+from utils.device import amp_dtype, memory_format_for, precision_text, runtime_versions, select_device
 from utils.distributed import ranks_from_environment
 from utils.errors import UserError, report_user_errors, require_folder_or_nothing
-from utils.metrics import keep_largest_component_per_class, multiclass_metrics
-from utils.run_folder import run_folder_path
+from utils.metrics import EMPTY_MASK_RULE, keep_largest_component_per_class, multiclass_metrics
 from utils.sliding_window import sliding_window_predict
 
-METRICS = ("dice", "jaccard", "hd95", "asd")
 # Voxel size written into the NIfTI affine when --spacing is not given (the UA-MT LA volumes
 # are crops of the 0.625 mm isotropic challenge scans, not resampled).
 VOXEL_SIZE_MM = {"LA": (0.625, 0.625, 0.625)}
-VNET_DIVISOR = 16  # four stride-2 halvings: each patch side must be a multiple of 16
-EMPTY_RULE = ("an empty prediction or ground truth gets Dice 0 and Jaccard 0 (kept in their means) "
-              "and 95HD/ASD NaN (left out of their means)")
 
 
 def parse_args():
@@ -94,10 +91,9 @@ def parse_args():
 def check_args(args, patch_size) -> None:
     """Flags that cannot work, each reported as one line before any case is read
     (``args.stride_xy``/``stride_z`` already resolved to the dataset's defaults)."""
-    for name, size in zip("XYZ", patch_size):
-        if size < VNET_DIVISOR or size % VNET_DIVISOR:
-            raise UserError(f"--patch_size {' '.join(map(str, patch_size))}: each side must be a positive multiple "
-                            f"of {VNET_DIVISOR} for the VNet, got {size} along {name}")
+    problem = patch_size_problem(patch_size)
+    if problem:
+        raise UserError(f"--patch_size {' '.join(map(str, patch_size))}: {problem}")
     for name, stride, size in (("--stride_xy", args.stride_xy, min(patch_size[:2])),
                                ("--stride_z", args.stride_z, patch_size[2])):
         if not 1 <= stride <= size:
@@ -141,70 +137,12 @@ def default_out(args, path: Path) -> Path:
     return path.parent / "_".join(parts)
 
 
-def load_network(checkpoint: dict, path: Path, teacher: bool, num_classes: int, device,
-                 layout: torch.memory_format = torch.contiguous_format) -> torch.nn.Module:
-    """The VNet of ``checkpoint`` (student or teacher weights) in eval mode on ``device``, its
-    weights in ``layout``."""
-    if not isinstance(checkpoint, dict):
-        raise UserError(f"{path} is not a checkpoint of this repository's training scripts")
-    config = checkpoint.get("network")
-    weights = checkpoint.get("teacher" if teacher else "student")
-    if config is None or weights is None:
-        if teacher and config:
-            raise UserError(f"{path} has no teacher (a labeled-only run of train_sup.py); drop --teacher")
-        raise UserError(f"{path} holds no network weights; pass a checkpoint written by this repository's "
-                        "training scripts")
-    if config.get("n_classes") != num_classes:
-        raise UserError(f"{path} predicts {config.get('n_classes')} classes but the dataset has {num_classes}; "
-                        "pick the checkpoint trained on this dataset")
-    if config.get("n_channels") != 1:
-        raise UserError(f"{path} expects {config.get('n_channels')} input channels but the images have 1; "
-                        "pick the checkpoint trained on this dataset")
-    try:
-        model = VNet(**config)
-        model.load_state_dict(weights)
-    except (RuntimeError, TypeError, ValueError) as err:
-        raise UserError(f"{path} does not match the network: {str(err).strip().splitlines()[0]}") from None
-    return model.to(device, memory_format=layout).eval()
-
-
-def summarize(rows: list[dict], num_classes: int) -> dict:
-    """Mean and std of each metric per class; 95HD/ASD over the cases where both masks exist."""
-    summary = {}
-    for c in range(1, num_classes):
-        class_rows = [r for r in rows if r["class"] == c]
-        stats = {}
-        for metric in METRICS:
-            values = np.array([r[metric] for r in class_rows], dtype=float)
-            finite = values[~np.isnan(values)]
-            stats[metric] = {"mean": float(finite.mean()) if finite.size else math.nan,
-                             "std": float(finite.std()) if finite.size else math.nan, "cases": int(finite.size)}
-        stats["empty_predictions"] = sum(r["empty_pred"] for r in class_rows)
-        stats["empty_ground_truth"] = sum(r["empty_gt"] for r in class_rows)
-        stats["flagged_cases"] = [r["case"] for r in class_rows if r["empty_pred"] or r["empty_gt"]]
-        summary[f"class_{c}"] = stats
-    return summary
-
-
-def json_ready(value):
-    """NaN becomes null (JSON has no NaN); paths and other objects become strings."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-def voxel_size(args, data, root, case_id) -> tuple:
+def voxel_size(args, data, case_id) -> tuple:
     """The voxel size (mm) for the NIfTI files: --spacing, else the case file's, else the dataset's."""
     if args.spacing:
         return tuple(args.spacing)
-    if data.spacing is not None:
-        return tuple(data.spacing(root, case_id))
+    if data.has_spacing:
+        return tuple(data.spacing(case_id))
     return VOXEL_SIZE_MM.get(args.dataset_name, (1.0, 1.0, 1.0))
 
 
@@ -212,70 +150,21 @@ def nifti_voxel_size_note(args, data):
     """What ``voxel_size`` gives, for summary.json: a list (mm), or where it comes from."""
     if args.spacing:
         return list(args.spacing)
-    if data.spacing is not None:
+    if data.has_spacing:
         return "each case's image header"
     return list(VOXEL_SIZE_MM.get(args.dataset_name, (1.0, 1.0, 1.0)))
-
-
-def save_nifti(volume: np.ndarray, path: Path, spacing) -> None:
-    """One (X, Y, Z) volume as NIfTI, voxel size ``spacing`` (mm) on the affine's diagonal."""
-    import nibabel as nib  # only needed for --save_pred
-
-    image = nib.Nifti1Image(volume, np.diag([*spacing, 1.0]))
-    image.header.set_xyzt_units("mm")
-    nib.save(image, str(path))
-
-
-class Log:
-    """Lines on the console (through tqdm, so the progress bar stays intact) and in ``log.txt``;
-    with ``writes=False`` (torchrun ranks other than 0) the lines are only kept, for rank 0."""
-
-    def __init__(self, path: Path, writes: bool = True):
-        self.file = open(path, "w") if writes else None
-        self.lines: list[str] = []
-
-    def __call__(self, line: str = "") -> None:
-        self.lines.append(line)
-        if self.file:
-            tqdm.write(line)
-            self.file.write(line + "\n")
-            self.file.flush()
-
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
-
-
-def table(summary: dict) -> list[str]:
-    """The console table: mean ± std of each metric per class and the empty-mask counts."""
-    lines = [f"{'class':>6} " + " ".join(f"{m:>15}" for m in METRICS) + "   empty pred/gt"]
-    for name, stats in summary["classes"].items():
-        cells = []
-        for m in METRICS:
-            factor = 100 if m in ("dice", "jaccard") else 1
-            cells.append(f"{stats[m]['mean'] * factor:7.2f} ± {stats[m]['std'] * factor:5.2f}")
-        lines.append(f"{name[6:]:>6} " + " ".join(f"{c:>15}" for c in cells)
-                     + f"   {stats['empty_predictions']}/{stats['empty_ground_truth']}")
-    lines.append(f"(Dice and Jaccard in %, 95HD and ASD in {summary['units']}, over {summary['cases']} cases; "
-                 f"lcc {'on' if summary['lcc'] else 'off'})")
-    empty = sum(s["empty_predictions"] + s["empty_ground_truth"] for s in summary["classes"].values())
-    if empty:
-        lines.append(f"empty masks: {EMPTY_RULE}; 95HD/ASD means over "
-                     + ", ".join(f"class {n[6:]}: {s['hd95']['cases']} of {summary['cases']}"
-                                 for n, s in summary["classes"].items()))
-    return lines
 
 
 def resolve_data(args, trained_patch=None) -> tuple:
     """The patch (the flag's, else ``trained_patch``, the one the checkpoint was trained on,
     else the dataset's), the strides and the folder, where the flags leave them open; returns
-    (patch_size, root, case format: the reader and the classes)."""
+    (patch_size, the data folder)."""
     defaults = dataset_defaults(args.dataset_name)
     patch_size = tuple(args.patch_size or trained_patch or defaults.patch_size)
     args.stride_xy = defaults.stride_xy if args.stride_xy is None else args.stride_xy
     args.stride_z = defaults.stride_z if args.stride_z is None else args.stride_z
     root = check_root(args.root_path or defaults.root_path)
-    return patch_size, root, case_format(root)  # the h5 layout or an MSD folder
+    return patch_size, data_folder(root)  # the h5 layout or an MSD folder
 
 
 @report_user_errors
@@ -283,23 +172,23 @@ def main():
     args = parse_args()
     path = find_checkpoint(args)
     checkpoint = load_checkpoint(path, map_location="cpu")
-    patch_size, root, data = resolve_data(args, trained_patch=trained_patch_size(checkpoint))
+    patch_size, data = resolve_data(args, trained_patch=trained_patch_size(checkpoint))
     check_args(args, patch_size)
     num_classes = data.num_classes
-    test_list = str(find_list(args.test_list, data.lists_dir) if args.test_list else data.lists_dir / "test.list")
+    test_list = str(data.list_file(args.test_list) if args.test_list else data.lists_dir / "test.list")
     case_ids = read_case_list(test_list)
-    missing = [c for c in case_ids if not data.case_file(root, c).is_file()]
+    missing = [c for c in case_ids if not data.case_file(c).is_file()]
     if missing:
-        raise UserError(f"{len(missing)} case(s) of {test_list} are not in {root}: {', '.join(missing[:5])}"
+        raise UserError(f"{len(missing)} case(s) of {test_list} are not in {data.root}: {', '.join(missing[:5])}"
                         f"{', ...' if len(missing) > 5 else ''}")
 
     ranks = ranks_from_environment()  # under torchrun each process evaluates every N-th case
     device = ranks.device(select_device(args.gpu))
     ranks.start(device)
-    model = load_network(checkpoint, path, args.teacher, num_classes, device,
-                         memory_layout(device, bool(args.channels_last)))
+    model = load_network(checkpoint, path, teacher=args.teacher, num_classes=num_classes, device=device,
+                         memory_format=memory_format_for(device, bool(args.channels_last)))
     normalize = trained_normalization(checkpoint)
-    data = case_format(root, normalize)  # the images as the run saw them in training
+    data = data_folder(data.root, normalize)  # the images as the run saw them in training
     iteration = checkpoint.get("iteration")
     del checkpoint  # the optimizer state is not needed
     autocast = amp_dtype(device, args.amp)
@@ -319,13 +208,14 @@ def main():
     start_line = len(log.lines)
     for case_id in tqdm(case_ids[ranks.rank::ranks.world_size], desc="cases", dynamic_ncols=True,
                         disable=None if ranks.is_main else True):  # no bar when piped
-        image, label = data.read(root, case_id)
+        image, label = data.read(case_id)
         if label.max() >= num_classes:
             raise UserError(f"case {case_id}: label value {int(label.max())} is outside the {num_classes} classes "
                             f"0..{num_classes - 1} of {args.dataset_name}; check the data or --dataset_name")
         start = time.perf_counter()
-        _, predicted = sliding_window_predict(model, image, patch_size, args.stride_xy, args.stride_z, num_classes,
-                                              device, sw_batch=args.sw_batch, amp_dtype=autocast)
+        _, predicted = sliding_window_predict(model, image, patch_size=patch_size, stride_xy=args.stride_xy,
+                                              stride_z=args.stride_z, num_classes=num_classes, device=device,
+                                              sw_batch=args.sw_batch, amp_dtype=autocast)
         predicted = predicted.cpu().numpy().astype(np.uint8)  # waits for the device
         predict_seconds = time.perf_counter() - start
         if args.lcc:
@@ -346,13 +236,13 @@ def main():
                                        f"ASD {m['asd']:.2f}" for m in case_metrics)
             + f" ({predict_seconds:.2f} s windows + {metrics_seconds:.2f} s metrics)")
         if args.save_pred:
-            nifti_spacing = voxel_size(args, data, root, case_id)
+            nifti_spacing = voxel_size(args, data, case_id)
             save_nifti(predicted, out / f"{case_id}_pred.nii.gz", nifti_spacing)
             save_nifti(image, out / f"{case_id}_img.nii.gz", nifti_spacing)
             save_nifti(label, out / f"{case_id}_gt.nii.gz", nifti_spacing)
         if args.save_png:
-            from utils.overlay import case_overlay, write_png
-            write_png(out / f"{case_id}_overlay.png", case_overlay(image, label, predicted, num_classes))
+            from evaluation.overlay import case_overlay, write_png
+            write_png(out / f"{case_id}_overlay.png", case_overlay(image, label, predicted, num_classes=num_classes))
 
     if ranks.distributed:  # rank 0 gathers every rank's rows (in list order) and case lines
         gathered = ranks.gather((rows, log.lines[start_line:]))
@@ -375,7 +265,7 @@ def main():
                "cases": len(case_ids),
                "patch_size": list(patch_size), "stride_xy": args.stride_xy, "stride_z": args.stride_z,
                "autocast": str(autocast).replace("torch.", "") if autocast else None,
-               "empty_masks": EMPTY_RULE, "classes": summarize(rows, num_classes),
+               "empty_masks": EMPTY_MASK_RULE, "classes": summarize(rows, num_classes),
                "seconds_per_case": {k: float(np.mean([r[k] for r in case_rows]))
                                     for k in ("predict_s", "metrics_s", "total_s")},
                "nifti_voxel_size": nifti_voxel_size_note(args, data) if args.save_pred else None,

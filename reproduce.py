@@ -38,12 +38,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dataloaders.case_lists import find_list, read_case_list
-from dataloaders.datasets import DATASETS, case_format, root_or_default
+from dataloaders.case_lists import read_case_list
+from dataloaders.datasets import DATASETS, data_folder, root_or_default
 from dataloaders.la_heart import check_root
+from grid.results import METHODS, Run, collect, markdown_report
+from training.run_folder import read_scalars, run_folder_path, write_text_atomically
 from utils.errors import UserError, report_user_errors, require_folder_or_nothing
-from utils.grid_results import METHODS, Run, collect, markdown_report
-from utils.run_folder import read_scalars, run_folder_path, write_text_atomically
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_LABELNUM = {"LA": (6, 13), "Hippocampus": (17, 34), "Synthetic": (2, 4)}  # about 10 % and 20 %
@@ -97,14 +97,14 @@ def parse_args():
 def resolve_lists(args) -> None:
     """Fill in the data folder and the case lists; check they exist and do not overlap."""
     args.root_path = root_or_default(args.dataset_name, args.root_path)
-    lists_dir = case_format(check_root(args.root_path)).lists_dir
+    data = data_folder(check_root(args.root_path))
     for name, preferred, fallback in (("train_list", "dev_train.list", "train.list"),
                                       ("eval_list", "dev_val.list", "test.list")):
         if getattr(args, name) is None:
-            dev = lists_dir / preferred
-            setattr(args, name, str(dev if dev.is_file() else lists_dir / fallback))
-        setattr(args, name, str(find_list(getattr(args, name), lists_dir)))
-    args.val_list = str(find_list(args.val_list, lists_dir)) if args.val_list else args.eval_list
+            dev = data.lists_dir / preferred
+            setattr(args, name, str(dev if dev.is_file() else data.lists_dir / fallback))
+        setattr(args, name, str(data.list_file(getattr(args, name))))
+    args.val_list = str(data.list_file(args.val_list)) if args.val_list else args.eval_list
     train, evaluation = read_case_list(args.train_list), read_case_list(args.eval_list)
     shared = set(train) & set(evaluation)
     if shared:
@@ -329,7 +329,7 @@ def draw_pictures(args, runs: list[Run]) -> list[str]:
     picture whose inputs are not all here (scalars of some run, checkpoints of a pair) is
     kept as it is when it exists: it was drawn where they were."""
     try:
-        from utils import plots
+        from grid import plots
     except ImportError as err:
         print(f"no pictures: {err} (pip install matplotlib)")
         return []
@@ -358,7 +358,8 @@ def draw_pictures(args, runs: list[Run]) -> list[str]:
                     print(f"{path.name}: not drawn (the checkpoints of seed {args.seeds[0]} are not here)")
                 continue
             title = f"{args.dataset_name}, {labelnum} labeled, seed {args.seeds[0]}: last checkpoints"
-            names.append(plots.comparison_figure(models, args.root_path, cases, args.gpu, title, path))
+            names.append(plots.comparison_figure(models, root=args.root_path, case_ids=cases, gpu=args.gpu, title=title,
+                                                   path=path))
     return [n.name for n in names]
 
 

@@ -36,11 +36,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataloaders.case_lists import read_case_list  # noqa: E402
-from dataloaders.datasets import case_format  # noqa: E402
-from inference import load_network, resolve_data  # noqa: E402
+from dataloaders.datasets import data_folder  # noqa: E402
+from inference import resolve_data  # noqa: E402
 from networks.vnet import VNet  # noqa: E402
-from utils.checkpoint import load_checkpoint, trained_normalization  # noqa: E402
-from utils.device import amp_dtype, memory_layout, precision_text, select_device  # noqa: E402
+from utils.checkpoint import load_checkpoint, load_network, trained_normalization  # noqa: E402
+from utils.device import amp_dtype, memory_format_for, memory_format_text, precision_text, select_device  # noqa: E402
 from utils.errors import report_user_errors  # noqa: E402
 from utils.metrics import multiclass_metrics  # noqa: E402
 from utils.sliding_window import sliding_window_predict  # noqa: E402
@@ -143,14 +143,15 @@ def hardware(device: torch.device) -> str:
 @report_user_errors
 def main():
     args = parse_args()
-    patch_size, root, data = resolve_data(args)
+    patch_size, data = resolve_data(args)
     num_classes = data.num_classes
     case_ids = read_case_list(args.test_list or data.lists_dir / "test.list")[:args.cases]
     device = select_device(args.gpu)
     if args.checkpoint:
         checkpoint = load_checkpoint(args.checkpoint)
-        model = load_network(checkpoint, Path(args.checkpoint), args.teacher, num_classes, device)
-        data = case_format(root, trained_normalization(checkpoint))  # the images as the network saw them
+        model = load_network(checkpoint, Path(args.checkpoint), teacher=args.teacher, num_classes=num_classes,
+                             device=device)
+        data = data_folder(data.root, trained_normalization(checkpoint))  # the images as the network saw them
         weights = f"{args.checkpoint} ({'teacher' if args.teacher else 'student'})"
     else:
         torch.manual_seed(args.seed)
@@ -162,25 +163,26 @@ def main():
     except ImportError:
         medpy_binary = None
     autocast = amp_dtype(device, bool(args.amp))
-    layout = memory_layout(device, bool(args.channels_last))
-    our_model = copy.deepcopy(model).to(memory_format=layout)  # the plain predictor keeps NCDHW
+    memory_format = memory_format_for(device, bool(args.channels_last))
+    our_model = copy.deepcopy(model).to(memory_format=memory_format)  # the plain predictor keeps NCDHW
     print(f"{datetime.date.today()}  {hardware(device)}  torch {torch.__version__}")
     print(f"weights {weights}; {len(case_ids)} cases; patch {patch_size}, strides {args.stride_xy}/{args.stride_z}")
     print(f"plain: 1 window per pass, fp32, numpy accumulation, "
           f"{'medpy metrics' if medpy_binary else 'medpy not installed: plain metrics not timed'}")
     print(f"ours:  {args.sw_batch} windows per pass, {precision_text(device, bool(args.amp))}, "
-          f"{'channels_last_3d' if layout == torch.channels_last_3d else 'NCDHW'}, accumulation on {device.type}, "
+          f"{memory_format_text(memory_format)}, accumulation on {device.type}, "
           "utils.metrics")
 
     def ours_predict(image):
-        _, labels = sliding_window_predict(our_model, image, patch_size, args.stride_xy, args.stride_z, num_classes,
-                                           device, sw_batch=args.sw_batch, amp_dtype=autocast)
+        _, labels = sliding_window_predict(our_model, image, patch_size=patch_size, stride_xy=args.stride_xy,
+                                           stride_z=args.stride_z, num_classes=num_classes, device=device,
+                                           sw_batch=args.sw_batch, amp_dtype=autocast)
         return labels.cpu().numpy().astype(np.uint8)
 
     times = {k: [] for k in ("plain_windows", "plain_metrics", "ours_windows", "ours_metrics")}
     dice_diff, metric_diff = 0.0, {k: 0.0 for k in KEYS}
     for number, case_id in enumerate(case_ids):
-        image, label = data.read(root, case_id)
+        image, label = data.read(case_id)
         if number == 0:  # warm-up (cuDNN algorithm choice, allocator) on a corner of the volume
             corner = image[:patch_size[0], :patch_size[1], :patch_size[2]]  # one window
             plain_predict(model, corner, patch_size, patch_size[0], patch_size[2], num_classes, device)

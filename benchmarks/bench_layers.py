@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from networks.vnet import VNet  # noqa: E402
-from utils.device import amp_dtype, memory_layout, runtime_versions  # noqa: E402
+from networks.vnet import VNet, patch_size_problem  # noqa: E402
+from utils.device import amp_dtype, memory_format_for, memory_format_text, runtime_versions  # noqa: E402
 from utils.errors import UserError, report_user_errors  # noqa: E402
 
 BLOCKS = ("enc1", "down1", "enc2", "down2", "enc3", "down3", "enc4", "down4", "bottleneck",
@@ -56,8 +56,9 @@ def parse_args(argv=None):
                    help="comma-separated conv stages to time under torch.compile too ('' for none)")
     p.add_argument("--cpu", action="store_true", help="stay on the CPU even where CUDA is available")
     args = p.parse_args(argv)
-    if any(s % 16 for s in args.patch_size):
-        raise UserError(f"--patch_size {args.patch_size}: each size must be a multiple of 16 (four halvings)")
+    problem = patch_size_problem(args.patch_size)
+    if problem:
+        raise UserError(f"--patch_size {' '.join(map(str, args.patch_size))}: {problem}")
     if not 0 < args.labeled_bs < args.batch_size:
         raise UserError(f"--labeled_bs {args.labeled_bs} must be between 1 and --batch_size - 1 ({args.batch_size - 1})")
     if args.reps < 1 or args.warmup < 0:
@@ -175,14 +176,15 @@ def main(argv=None):
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     dtype = PRECISIONS[args.precision] if args.precision != "auto" else amp_dtype(device, True)
-    layout = memory_layout(device, bool(args.channels_last))
+    memory_format = memory_format_for(device, bool(args.channels_last))
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    print(f"runtime: {runtime_versions()}; precision {dtype or torch.float32}; layout {layout}; "
+    print(f"runtime: {runtime_versions()}; precision {dtype or torch.float32}; "
+          f"layout {memory_format_text(memory_format)}; "
           f"batch {args.batch_size} of {tuple(args.patch_size)}")
 
-    model = VNet(n_classes=2, has_dropout=True).to(device, memory_format=layout).train()
-    image = torch.randn(args.batch_size, 1, *args.patch_size, device=device).contiguous(memory_format=layout)
+    model = VNet(n_classes=2, has_dropout=True).to(device, memory_format=memory_format).train()
+    image = torch.randn(args.batch_size, 1, *args.patch_size, device=device).contiguous(memory_format=memory_format)
     inputs = block_inputs(model, image)
     bench = Bench(device, dtype, args.reps, args.warmup)
 

@@ -13,6 +13,7 @@ resumed run (``start_batch``) gets the batches it would have had:
 Each ``next()`` returns ``(image (B, 1, X, Y, Z) float32, label (B, X, Y, Z) int64)``.
 """
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,7 +21,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from dataloaders.check_data import check_cases
-from dataloaders.datasets import case_format
 from dataloaders.la_heart import LAHeart, check_patch_fits
 from dataloaders.samplers import EndlessBatchSampler, RankSlice, TwoStreamBatchSampler
 from dataloaders.transforms import (Compose, RandomCrop, RandomRotFlip, ToTensor, draw_crop_start, mirrored_crop,
@@ -43,10 +43,12 @@ class _Batches:
 
 
 class LoaderBatches(_Batches):
-    def __init__(self, root, case_ids, batch_sampler: TwoStreamBatchSampler | RankSlice, patch_size, seed: int,
-                 device: torch.device, num_workers: int = 2, start_batch: int = 0, read=None, crop_margin=(0, 0, 0),
+    def __init__(self, data, case_ids, batch_sampler: TwoStreamBatchSampler | RankSlice, *, patch_size, seed: int,
+                 device: torch.device, num_workers: int = 2, start_batch: int = 0, crop_margin=(0, 0, 0),
                  crop_fill: str = "zero"):
+        """``data``: a ``DataFolder``, or the root of an h5 folder."""
         transform = Compose([RandomRotFlip(), RandomCrop(patch_size, crop_margin, crop_fill), ToTensor()])
+        root, read = (data.root, data.read) if hasattr(data, "read") else (data, None)
         dataset = LAHeart(root, case_ids, transform=transform, seed=seed, read=read)
         self.device = device
         self.loader = DataLoader(dataset, batch_sampler=EndlessBatchSampler(batch_sampler, start_batch, seeded=True),
@@ -63,7 +65,7 @@ class LoaderBatches(_Batches):
 
 
 class DeviceBatches(_Batches):
-    def __init__(self, volumes, batch_sampler: TwoStreamBatchSampler | RankSlice, patch_size, seed: int,
+    def __init__(self, volumes, batch_sampler: TwoStreamBatchSampler | RankSlice, *, patch_size, seed: int,
                  device: torch.device, start_batch: int = 0, crop_margin=(0, 0, 0), crop_fill: str = "zero"):
         self.images = [torch.from_numpy(image).to(device) for image, _ in volumes]
         self.labels = [torch.from_numpy(label).to(device) for _, label in volumes]
@@ -106,37 +108,52 @@ def _zero_pad(image: torch.Tensor, label: torch.Tensor, pads):
     return F.pad(image, torch_pads), F.pad(label, torch_pads)
 
 
-def make_training_batches(root, labeled_ids, unlabeled_ids, batch_size: int, labeled_bs: int, patch_size,
-                          num_classes: int, seed: int, device: torch.device, on_device: bool, num_workers: int = 2,
-                          start_batch: int = 0, rank: int = 0, world_size: int = 1, normalize: str = "none",
-                          crop_margin=(0, 0, 0), crop_fill: str = "zero"):
-    """The training batch stream: ``labeled_bs`` labeled cases first, then unlabeled ones.
+@dataclass(frozen=True)
+class BatchSettings:
+    """What a training batch is: ``batch_size`` patches of ``patch_size`` voxels (X, Y, Z), the
+    first ``labeled_bs`` labeled; augmented from ``seed``; random crops reach ``crop_margin``
+    voxels per axis beyond the volume, filled as ``crop_fill`` says (``RandomCrop``); built on
+    the device (``on_device``) or by ``num_workers`` DataLoader workers."""
+    batch_size: int
+    labeled_bs: int
+    patch_size: tuple
+    seed: int
+    on_device: bool = True
+    num_workers: int = 2
+    crop_margin: tuple = (0, 0, 0)
+    crop_fill: str = "zero"
 
-    ``root`` is a folder of either layout (``case_format``, with ``normalize``). Every case is
-    read and checked first (``check_cases``). With no unlabeled cases and
-    ``batch_size == labeled_bs`` the batches are labeled only. ``start_batch`` skips to
-    that batch, for a resumed run. ``crop_margin`` (voxels per axis) lets random crops reach
-    beyond the volume, filled as ``crop_fill`` says (``RandomCrop``). Under torchrun each of
-    the ``world_size`` ranks gets its own slice of a batch ``world_size`` times larger (``RankSlice``).
+
+def make_training_batches(data, labeled_ids, unlabeled_ids, settings: BatchSettings, *, device: torch.device,
+                          start_batch: int = 0, rank: int = 0, world_size: int = 1):
+    """The training batch stream of ``data`` (a ``DataFolder``): ``settings.labeled_bs``
+    labeled cases first, then unlabeled ones.
+
+    Every case is read and checked first (``check_cases``). With no unlabeled cases and
+    ``batch_size == labeled_bs`` the batches are labeled only. ``start_batch`` skips to that
+    batch, for a resumed run. Under torchrun each of the ``world_size`` ranks gets its own
+    slice of a batch ``world_size`` times larger (``RankSlice``).
     """
-    if len(labeled_ids) < labeled_bs * world_size:
+    s = settings
+    if len(labeled_ids) < s.labeled_bs * world_size:
         ranks = f" on each of {world_size} processes" if world_size > 1 else ""
-        raise UserError(f"{len(labeled_ids)} labeled case(s) cannot fill --labeled_bs {labeled_bs} places per batch"
+        raise UserError(f"{len(labeled_ids)} labeled case(s) cannot fill --labeled_bs {s.labeled_bs} places per batch"
                         f"{ranks}; raise --labelnum or lower --labeled_bs")
     case_ids = list(labeled_ids) + list(unlabeled_ids)
-    layout = case_format(root, normalize)
-    volumes = check_cases(root, case_ids, num_classes, layout.read, layout.case_file)
-    check_patch_fits({c: v[0].shape for c, v in zip(case_ids, volumes)}, patch_size)
-    if crop_fill == "mirror":
-        check_mirror_fits({c: v[0].shape for c, v in zip(case_ids, volumes)}, crop_margin)
+    volumes = check_cases(data, case_ids)
+    shapes = {c: v[0].shape for c, v in zip(case_ids, volumes)}
+    check_patch_fits(shapes, s.patch_size)
+    if s.crop_fill == "mirror":
+        check_mirror_fits(shapes, s.crop_margin)
     sampler = TwoStreamBatchSampler(range(len(labeled_ids)), range(len(labeled_ids), len(case_ids)),
-                                    batch_size * world_size, (batch_size - labeled_bs) * world_size, seed=seed)
+                                    s.batch_size * world_size, (s.batch_size - s.labeled_bs) * world_size, seed=s.seed)
     if world_size > 1:
         sampler = RankSlice(sampler, rank, world_size)
-    if on_device:
-        return DeviceBatches(volumes, sampler, patch_size, seed, device, start_batch, crop_margin, crop_fill)
-    return LoaderBatches(root, case_ids, sampler, patch_size, seed, device, num_workers, start_batch, layout.read,
-                         crop_margin, crop_fill)
+    crop = {"patch_size": s.patch_size, "crop_margin": s.crop_margin, "crop_fill": s.crop_fill}
+    if s.on_device:
+        return DeviceBatches(volumes, sampler, seed=s.seed, device=device, start_batch=start_batch, **crop)
+    return LoaderBatches(data, case_ids, sampler, seed=s.seed, device=device, num_workers=s.num_workers,
+                         start_batch=start_batch, **crop)
 
 
 def check_mirror_fits(shapes: dict, crop_margin) -> None:

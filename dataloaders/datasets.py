@@ -1,11 +1,10 @@
 """Per-dataset defaults, so ``--dataset_name`` alone picks a sensible data folder, patch and
 sliding-window strides; and the two on-disk layouts the scripts read, told apart by the
 folder itself (an MSD folder has a ``dataset.json``)."""
-import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from dataloaders.case_lists import find_list
 from dataloaders.la_heart import case_path, read_case, read_case_zscored
 from dataloaders.msd import case_paths, read_dataset_json, read_msd_case, read_msd_spacing
 from utils.errors import UserError
@@ -30,38 +29,55 @@ DATASETS = {
 }
 
 
-@dataclass(frozen=True)
-class CaseFormat:
-    """How to read the cases of a data folder."""
-    name: str                                  # "h5" (UA-MT) or "msd" (dataset.json, NIfTI)
-    num_classes: int                           # including background
-    read: Callable                             # read(root, case_id) -> (image float32, label uint8), (X, Y, Z)
-    case_file: Callable                        # case_file(root, case_id) -> the image file, for messages
-    lists_dir: Path                            # where train.list / test.list are looked for by default
-    spacing: Callable | None = None            # spacing(root, case_id) -> voxel size in mm, if the files say
-
-
-def _msd_image(root, case_id: str) -> Path:
-    return case_paths(root, case_id)[0]
-
-
 # --normalize: "case" z-scores each image on its own; "none" keeps the h5 values as stored
 # (UA-MT: z-scored over the whole raw scan, then cropped). MSD images are always z-scored.
-NORMALIZATIONS = ("case", "none")
+INTENSITY_NORMALIZATIONS = ("case", "none")
 
 
-def case_format(root, normalize: str = "none") -> CaseFormat:
-    """The MSD layout where ``root`` holds a dataset.json (its labels give the classes), else
-    the UA-MT h5 layout with one foreground class and the lists beside ``root``, its images
-    z-scored per case when ``normalize`` is "case"."""
-    if normalize not in NORMALIZATIONS:
-        raise UserError(f"unknown normalization {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+@dataclass(frozen=True)
+class DataFolder:
+    """A data folder bound to its root: the UA-MT h5 layout (``kind`` "h5": case sub-folders,
+    one foreground class, the lists beside the folder) or the MSD / nnU-Net layout ("msd":
+    ``dataset.json`` gives the classes, the lists inside the folder)."""
+    root: Path
+    kind: str                 # "h5" or "msd"
+    num_classes: int          # background included
+    lists_dir: Path           # where train.list / test.list are looked for by default
+    normalize: str = "none"   # one of INTENSITY_NORMALIZATIONS (MSD images are always z-scored)
+
+    def read(self, case_id: str) -> tuple:
+        """(image float32, label uint8) of one case, each (X, Y, Z)."""
+        if self.kind == "msd":
+            return read_msd_case(self.root, case_id, num_classes=self.num_classes)
+        return (read_case_zscored if self.normalize == "case" else read_case)(self.root, case_id)
+
+    def case_file(self, case_id: str) -> Path:
+        """The case's image file, as named in messages."""
+        return case_paths(self.root, case_id)[0] if self.kind == "msd" else case_path(self.root, case_id)
+
+    @property
+    def has_spacing(self) -> bool:
+        """Whether the files give each case's voxel size (NIfTI headers do, the h5 files do not)."""
+        return self.kind == "msd"
+
+    def spacing(self, case_id: str) -> tuple[float, float, float]:
+        """The case's voxel size in mm, from its header (only where ``has_spacing``)."""
+        return read_msd_spacing(self.root, case_id)
+
+    def list_file(self, name) -> Path:
+        """A list file named on the command line, found as ``find_list`` does (beside the data too)."""
+        return find_list(name, self.lists_dir)
+
+
+def data_folder(root, normalize: str = "none") -> DataFolder:
+    """The folder at ``root``: the MSD layout where it holds a dataset.json, else the UA-MT h5
+    layout, its images z-scored per case when ``normalize`` is "case"."""
+    if normalize not in INTENSITY_NORMALIZATIONS:
+        raise UserError(f"unknown normalization {normalize!r}; choose one of {', '.join(INTENSITY_NORMALIZATIONS)}")
     root = Path(root)
     if (root / "dataset.json").is_file():
-        num_classes = read_dataset_json(root)["num_classes"]
-        return CaseFormat("msd", num_classes, functools.partial(read_msd_case, num_classes=num_classes),
-                          _msd_image, root, read_msd_spacing)
-    return CaseFormat("h5", 2, read_case_zscored if normalize == "case" else read_case, case_path, root.parent)
+        return DataFolder(root, "msd", read_dataset_json(root)["num_classes"], root, normalize)
+    return DataFolder(root, "h5", 2, root.parent, normalize)
 
 
 def dataset_defaults(name: str) -> DatasetDefaults:

@@ -1,5 +1,6 @@
 """The LA dataset in the UA-MT layout: ``<root>/<ID>/mri_norm2.h5`` holding ``image``
 (float32, z-scored) and ``label`` (uint8, 0 background / 1 atrium), shape (X, Y, Z)."""
+import functools
 from pathlib import Path
 
 import h5py
@@ -83,14 +84,13 @@ class LAHeart(Dataset):
 
     An item is a case index, augmented from this dataset's own ``rng``, or an
     ``(index, batch_number, position)`` triple from ``EndlessBatchSampler(seeded=True)``,
-    augmented from ``sample_rng(seed, batch_number, position)``. ``read(root, case_id)``
-    reads a case (default: this h5 layout; ``dataloaders.datasets.case_format`` gives the
-    reader of an MSD folder).
+    augmented from ``sample_rng(seed, batch_number, position)``. ``read(case_id)`` reads a
+    case (default: this h5 layout under ``root``; a ``DataFolder``'s ``read`` reads either).
     """
 
     def __init__(self, root, case_ids, transform=None, seed: int = 0, read=None):
         self.root = check_root(root)
-        self.read = read or read_case
+        self.read = read or functools.partial(read_case, self.root)
         self.case_ids = list(case_ids)
         self.transform = transform
         self.seed = seed
@@ -105,6 +105,6 @@ class LAHeart(Dataset):
             rng = sample_rng(self.seed, batch_number, position)
         else:
             index, rng = item, self.rng
-        image, label = self.read(self.root, self.case_ids[index])
+        image, label = self.read(self.case_ids[index])
         sample = {"image": image, "label": label, "case": self.case_ids[index]}
         return self.transform(sample, rng) if self.transform else sample

@@ -9,7 +9,19 @@ With ``n_channels=1, n_classes=2, normalization="batchnorm"`` it has
 import torch
 from torch import nn
 
-NORMALIZATIONS = ("batchnorm", "groupnorm", "instancenorm", "none")
+NORM_LAYERS = ("batchnorm", "groupnorm", "instancenorm", "none")
+
+# Four stride-2 halvings: each side of an input patch must be a multiple of 2**4 voxels.
+PATCH_MULTIPLE = 16
+
+
+def patch_size_problem(patch_size) -> str | None:
+    """Why the VNet cannot take an input of ``patch_size`` (X, Y, Z) voxels, or None if it can."""
+    for axis, size in zip("XYZ", patch_size):
+        if size < PATCH_MULTIPLE or size % PATCH_MULTIPLE:
+            return (f"the sides must be positive multiples of {PATCH_MULTIPLE} (the VNet halves them four times); "
+                    f"{size} along {axis} is not a positive multiple of {PATCH_MULTIPLE}")
+    return None
 
 
 def _norm(kind: str, channels: int) -> list:
@@ -21,7 +33,7 @@ def _norm(kind: str, channels: int) -> list:
         return [nn.InstanceNorm3d(channels)]
     if kind == "none":
         return []
-    raise ValueError(f"unknown normalization {kind!r}; choose one of {', '.join(NORMALIZATIONS)}")
+    raise ValueError(f"unknown normalization {kind!r}; choose one of {', '.join(NORM_LAYERS)}")
 
 
 def conv_stage(n_convs: int, in_channels: int, out_channels: int, normalization: str) -> nn.Sequential:

@@ -4,6 +4,7 @@ import os
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from dataloaders.batches import BatchSettings, make_training_batches  # noqa: E402
+from dataloaders.datasets import DataFolder  # noqa: E402
 from dataloaders.synthetic import generate_dataset  # noqa: E402
 
 # Flags that keep an end-to-end run tiny on 2 CPU cores.
@@ -127,3 +130,46 @@ def grad_mode_is_left_on():
     if not torch.is_grad_enabled():
         torch.set_grad_enabled(True)
         pytest.fail("the test left autograd disabled (torch.set_grad_enabled(False) without a context)")
+
+
+def training_batches(root, labeled_ids, unlabeled_ids, batch_size, labeled_bs, patch_size, num_classes, *, seed,
+                     device, normalize="none", start_batch=0, rank=0, world_size=1, **settings):
+    """``make_training_batches`` on the h5 folder ``root`` taken to have ``num_classes`` classes
+    (the tiny cases' labels are 1 and 2), the batch settings given as arguments."""
+    data = DataFolder(Path(root), "h5", num_classes, Path(root).parent, normalize)
+    batch = BatchSettings(batch_size=batch_size, labeled_bs=labeled_bs, patch_size=tuple(patch_size), seed=seed,
+                          **settings)
+    return make_training_batches(data, labeled_ids, unlabeled_ids, batch, device=device, start_batch=start_batch,
+                                 rank=rank, world_size=world_size)
+
+
+# PNG files read back, to check what the scripts draw
+def png_chunks(data: bytes):
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "PNG signature"
+    pos, chunks = 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, f"CRC of {kind}"
+        chunks.append((kind, body))
+        pos += 12 + length
+    assert chunks[0][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
+    return chunks
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    width, height = struct.unpack(">II", png_chunks(data)[0][1][:8])
+    return width, height
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    chunks = png_chunks(data)
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    assert depth == 8 and interlace == 0 and colour in (0, 2)
+    channels = 3 if colour == 2 else 1
+    raw = np.frombuffer(zlib.decompress(b"".join(b for k, b in chunks if k == b"IDAT")), np.uint8)
+    rows = raw.reshape(height, 1 + width * channels)
+    assert (rows[:, 0] == 0).all(), "filter type 0"
+    pixels = rows[:, 1:].reshape(height, width, channels)
+    return pixels[..., 0] if channels == 1 else pixels

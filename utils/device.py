@@ -63,10 +63,15 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def memory_layout(device: torch.device, channels_last: bool) -> torch.memory_format:
+def memory_format_for(device: torch.device, channels_last: bool) -> torch.memory_format:
     """channels_last_3d when asked for, on CUDA (cuDNN) and on the CPU (oneDNN), where it pays
     in fp32 and bf16 alike; the default layout otherwise."""
     return torch.channels_last_3d if channels_last and device.type in ("cuda", "cpu") else torch.contiguous_format
+
+
+def memory_format_text(memory_format: torch.memory_format) -> str:
+    """The memory format's name in the logs: "channels_last_3d" or "NCDHW"."""
+    return "channels_last_3d" if memory_format == torch.channels_last_3d else "NCDHW"
 
 
 def precision_text(device: torch.device, amp: bool | None) -> str:

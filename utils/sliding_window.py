@@ -56,7 +56,7 @@ def pad_to_patch(image: torch.Tensor, patch_size) -> tuple[torch.Tensor, tuple[s
 
 
 @torch.no_grad()
-def sliding_window_predict(model, image, patch_size, stride_xy: int, stride_z: int, num_classes: int,
+def sliding_window_predict(model, image, *, patch_size, stride_xy: int, stride_z: int, num_classes: int,
                            device: torch.device, sw_batch: int = 4, amp_dtype: torch.dtype | None = None):
     """Softmax probabilities averaged over overlapping windows.
 

@@ -1,0 +1,48 @@
+"""What an evaluation writes besides its numbers: the log, JSON without NaN, NIfTI volumes."""
+import math
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+
+def json_ready(value):
+    """NaN becomes null (JSON has no NaN); paths and other objects become strings."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def save_nifti(volume: np.ndarray, path: Path, spacing) -> None:
+    """One (X, Y, Z) volume as NIfTI, voxel size ``spacing`` (mm) on the affine's diagonal."""
+    import nibabel as nib  # only needed for --save_pred
+
+    image = nib.Nifti1Image(volume, np.diag([*spacing, 1.0]))
+    image.header.set_xyzt_units("mm")
+    nib.save(image, str(path))
+
+
+class Log:
+    """Lines on the console (through tqdm, so the progress bar stays intact) and in ``log.txt``;
+    with ``writes=False`` (torchrun ranks other than 0) the lines are only kept, for rank 0."""
+
+    def __init__(self, path: Path, writes: bool = True):
+        self.file = open(path, "w") if writes else None
+        self.lines: list[str] = []
+
+    def __call__(self, line: str = "") -> None:
+        self.lines.append(line)
+        if self.file:
+            tqdm.write(line)
+            self.file.write(line + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()

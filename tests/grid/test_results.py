@@ -1,0 +1,47 @@
+"""grid/results.py: per-seed numbers gathered from evaluations, mean and std over seeds, the report."""
+import json
+import math
+
+import pytest
+
+from grid.results import Run, collect, differences, markdown_report, mean_std
+
+
+def write_summary(folder, dice_by_class, empty=0):
+    folder.mkdir(parents=True)
+    classes = {f"class_{c}": {**{m: {"mean": d if m in ("dice", "jaccard") else 10 * d, "std": 0.0, "cases": 3}
+                                 for m in ("dice", "jaccard", "hd95", "asd")},
+                              "empty_predictions": empty, "empty_ground_truth": 0, "flagged_cases": []}
+               for c, d in enumerate(dice_by_class, 1)}
+    (folder / "summary.json").write_text(json.dumps({"classes": classes, "units": "voxels", "iteration": 9}))
+
+
+def test_collect_averages_classes_then_seeds(tmp_path):
+    runs = [Run(m, 5, s, f"x_s{s}") for s in (1, 2, 3) for m in ("SUP", "MT")]
+    values = {("SUP", 1): (0.6, 0.8), ("SUP", 2): (0.5, 0.7), ("SUP", 3): (0.7, 0.9),
+              ("MT", 1): (0.7, 0.9), ("MT", 2): (0.6, 0.6), ("MT", 3): (0.8, 1.0)}
+    for run in runs:
+        write_summary(run.eval_dir(tmp_path, False), values[run.method, run.seed], empty=1)
+        if run.method == "MT":
+            write_summary(run.eval_dir(tmp_path, True), (0.5, 0.5))
+    rows = collect(runs, tmp_path, [5], 50)
+    sup, mt, teacher = rows
+    assert sup["per_seed"]["dice"] == pytest.approx([0.7, 0.6, 0.8])
+    assert sup["mean"]["dice"] == pytest.approx(0.7) and sup["std"]["dice"] == pytest.approx(0.1)
+    assert sup["mean"]["hd95"] == pytest.approx(7.0) and sup["labeled_percent"] == 10.0
+    assert sup["empty_predictions"] == 6 and teacher["empty_predictions"] == 0
+    assert sup["per_class"]["class_2"]["dice"]["mean"] == pytest.approx(0.8)
+    diff = {d["model"]: d for d in differences(rows)}
+    assert diff["student"]["dice_points"] == pytest.approx([10.0, 0.0, 10.0])
+    assert diff["teacher"]["mean"] == pytest.approx(-20.0)
+    md = markdown_report({"dataset": "X", "train_list": "t", "eval_list": "e", "val_list": "e",
+                          "max_iterations": 9, "seeds": [1, 2, 3], "command": "python reproduce.py"},
+                         rows, [["python", "train_sup.py"]], ["curves.png"])
+    assert "| labeled-only | 5 (10 %) | 3 | 70.00 ± 10.00 |" in md
+    assert "- 5 labeled, MT student: +6.67 ± 5.77 (per seed: +10.00, +0.00, +10.00)" in md
+    assert "Dice % per foreground class" in md and "![curves.png](curves.png)" in md
+
+
+def test_mean_std_of_one_or_no_value():
+    assert mean_std([0.5])[0] == 0.5 and math.isnan(mean_std([0.5])[1])
+    assert all(math.isnan(v) for v in mean_std([float("nan"), None]))

@@ -1,0 +1,114 @@
+"""networks/vnet.py: shapes, the published parameter count, normalizations, dropout."""
+import pytest
+import torch
+
+from networks.vnet import NORM_LAYERS, VNet
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("size", [(16, 16, 16), (32, 16, 48)])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_output_shape(size, n_classes):
+    torch.manual_seed(0)
+    model = VNet(n_channels=1, n_classes=n_classes, n_filters=4, normalization="none").eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, *size))
+    assert out.shape == (2, n_classes, *size)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_output_shape_default_width_batchnorm():
+    model = VNet(n_channels=1, n_classes=2).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 1, 16, 32, 16))
+    assert out.shape == (1, 2, 16, 32, 16)
+
+
+@pytest.mark.parametrize("has_dropout", [True, False])
+def test_published_parameter_count(has_dropout):
+    model = VNet(n_channels=1, n_classes=2, normalization="batchnorm", has_dropout=has_dropout)
+    assert n_params(model) == 9_448_866
+
+
+def test_parameter_count_by_hand_for_tiny_width():
+    """Count every conv/norm by hand for n_filters=2, batchnorm, 1 -> 2 classes."""
+    f, cin, ncls = 2, 1, 2
+
+    def conv(i, o, k):
+        return i * o * k ** 3 + o
+
+    def bn(c):
+        return 2 * c
+
+    def stage(n, i, o):
+        return sum(conv(i if j == 0 else o, o, 3) + bn(o) for j in range(n))
+
+    expected = (stage(1, cin, f) + conv(f, 2 * f, 2) + bn(2 * f)
+                + stage(2, 2 * f, 2 * f) + conv(2 * f, 4 * f, 2) + bn(4 * f)
+                + stage(3, 4 * f, 4 * f) + conv(4 * f, 8 * f, 2) + bn(8 * f)
+                + stage(3, 8 * f, 8 * f) + conv(8 * f, 16 * f, 2) + bn(16 * f)
+                + stage(3, 16 * f, 16 * f)
+                + conv(16 * f, 8 * f, 2) + bn(8 * f) + stage(3, 8 * f, 8 * f)    # transposed convs count alike
+                + conv(8 * f, 4 * f, 2) + bn(4 * f) + stage(3, 4 * f, 4 * f)
+                + conv(4 * f, 2 * f, 2) + bn(2 * f) + stage(2, 2 * f, 2 * f)
+                + conv(2 * f, f, 2) + bn(f) + stage(1, f, f)
+                + conv(f, ncls, 1))
+    assert n_params(VNet(cin, ncls, n_filters=f)) == expected
+
+
+@pytest.mark.parametrize("normalization", ["groupnorm", "instancenorm", "none"])
+def test_each_normalization_builds_and_runs(normalization):
+    torch.manual_seed(0)
+    model = VNet(n_classes=2, normalization=normalization).train()
+    x = torch.randn(2, 1, 32, 16, 16)  # instance norm needs > 1 voxel at the 1/16 bottleneck
+    out = model(x)
+    assert out.shape == (2, 2, 32, 16, 16)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    kinds = {type(m).__name__ for m in model.modules()}
+    expected = {"groupnorm": "GroupNorm", "instancenorm": "InstanceNorm3d", "none": None}[normalization]
+    if expected:
+        assert expected in kinds and "BatchNorm3d" not in kinds
+    else:
+        assert not kinds & {"BatchNorm3d", "GroupNorm", "InstanceNorm3d"}
+
+
+def test_normalizations_constant_lists_all_options():
+    assert set(NORM_LAYERS) == {"batchnorm", "groupnorm", "instancenorm", "none"}
+
+
+@pytest.mark.parametrize("bad", ["layernorm", "BatchNorm", ""])
+def test_unknown_normalization_raises(bad):
+    with pytest.raises(ValueError, match="normalization"):
+        VNet(normalization=bad)
+
+
+def test_dropout_active_only_in_train_mode():
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 16, 16, 16)
+    model = VNet(n_classes=2, n_filters=4, normalization="none", has_dropout=True)
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    assert torch.equal(a, b), "eval output must be deterministic"
+    model.train()
+    with torch.no_grad():
+        c, d = model(x), model(x)
+    assert not torch.equal(c, d), "dropout must change the output in train mode"
+    assert not torch.equal(c, a)
+
+
+def test_no_dropout_train_mode_is_deterministic():
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 16, 16, 16)
+    model = VNet(n_classes=2, n_filters=4, normalization="none", has_dropout=False).train()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+        eval_out = model.eval()(x)
+    model.train()
+    with torch.no_grad():
+        assert torch.equal(model(x), eval_out)  # no dropout, no batch statistics: modes agree

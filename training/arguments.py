@@ -1,0 +1,192 @@
+"""Command-line flags shared by the training scripts, named as in the original LA scripts, and
+the settings built from them, in one place: only this module and the scripts read ``args``."""
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from dataloaders.batches import BatchSettings
+from dataloaders.datasets import DATASETS, INTENSITY_NORMALIZATIONS, data_folder, dataset_defaults, root_or_default
+from networks.vnet import patch_size_problem
+from training.run_folder import run_folder_path
+from training.schedule import Schedule
+from utils.errors import UserError
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and the script's docstring (with its example commands) as written."""
+
+
+def training_parser(description: str, model_default: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset_name", default="LA", choices=sorted(DATASETS))
+    data.add_argument("--root_path", default=None,
+                      help="folder of case sub-folders (default: the dataset's, e.g. data/LA/2018LA_Seg_Training Set)")
+    data.add_argument("--train_list", default=None,
+                      help="training case IDs (default: train.list beside the case folder, or inside an MSD folder)")
+    data.add_argument("--val_list", default=None,
+                      help="validation case IDs: the student is scored every --val_every iterations and the "
+                           "best kept as best_model.pth (never the test list)")
+    data.add_argument("--labelnum", type=int, default=25, help="the first LABELNUM training cases are labeled")
+    data.add_argument("--max_samples", type=int, default=None,
+                      help="use at most this many training cases (labeled + unlabeled); default all")
+    data.add_argument("--normalize", default="case", choices=INTENSITY_NORMALIZATIONS,
+                      help="case: z-score each image on its own, as MSD images always are; none: the h5 values as "
+                           "stored (UA-MT's whole-scan z-score, which leaves some LA crops dark)")
+    data.add_argument("--patch_size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                      help="training patch in voxels (default: the dataset's, 112 112 80 for LA)")
+    data.add_argument("--crop_margin", type=int, nargs=3, default=[0, 0, 0], metavar=("X", "Y", "Z"),
+                      help="let random training crops reach this many voxels beyond each side of the volume "
+                           "(filled as --crop_fill says, less than the patch), for more positions of the anatomy; "
+                           "0 0 0 is the original crop")
+    data.add_argument("--crop_fill", default="zero", choices=["zero", "mirror"],
+                      help="what fills a --crop_margin beyond the volume: zero intensity with background label, "
+                           "or the volume mirrored about its end voxel, image and label alike")
+    run = p.add_argument_group("run")
+    run.add_argument("--exp", default="vnet", help="experiment name, part of the run folder")
+    run.add_argument("--model", default=model_default, help="method name, the run folder's last part")
+    run.add_argument("--max_iterations", type=int, default=6000)
+    run.add_argument("--batch_size", type=int, default=4, help="samples per iteration, labeled + unlabeled")
+    run.add_argument("--labeled_bs", type=int, default=2, help="labeled samples per iteration")
+    run.add_argument("--base_lr", type=float, default=0.01)
+    run.add_argument("--lr_decay_every", type=int, default=2500,
+                     help="multiply the learning rate by 0.1 every this many iterations (0: constant)")
+    run.add_argument("--deterministic", type=int, default=1,
+                     help="1: deterministic cuDNN kernels; 0: cudnn.benchmark (faster)")
+    run.add_argument("--seed", type=int, default=1337)
+    run.add_argument("--gpu", type=str, default="0", help="visible GPU(s), sets CUDA_VISIBLE_DEVICES")
+    run.add_argument("--val_every", type=int, default=500, help="iterations between validations (with --val_list)")
+    run.add_argument("--save_every", type=int, default=500, help="iterations between saves of latest.pth (for --resume)")
+    run.add_argument("--snapshot_every", type=int, default=1000, help="iterations between iter_N.pth snapshots")
+    run.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
+                     help="continue the run from its latest.pth (or from PATH): weights, optimizer, "
+                          "schedule, random states and data position")
+    run.add_argument("--check_data", action="store_true",
+                     help="only check the training (and validation) cases and print a short report")
+    run.add_argument("--log_every", type=int, default=20, help="iterations between log lines")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in a run folder that already holds checkpoints, deleting its files")
+    speed = p.add_argument_group("speed (each 0 gives the original, plain path)")
+    speed.add_argument("--data_on_device", type=int, default=1,
+                       help="1: read every volume once into device memory, augment there; "
+                            "0: DataLoader workers read and augment each sample (original)")
+    speed.add_argument("--num_workers", type=int, default=2, help="DataLoader workers when --data_on_device 0")
+    speed.add_argument("--amp", type=int, default=None,
+                       help="1: bf16 autocast (fp16 + grad scaling on older GPUs; on a CPU only where it has bf16 "
+                            "units); 0: fp32 (default: 1 on a GPU, 0 on a CPU)")
+    speed.add_argument("--channels_last", type=int, default=1, help="channels_last_3d memory layout (0: NCDHW)")
+    speed.add_argument("--foreach", type=int, default=1, help="multi-tensor EMA update and optimizer step")
+    speed.add_argument("--compile", type=int, default=0, help="torch.compile the student (slow start, faster steps)")
+    return p
+
+
+def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill dataset defaults, check the flags against each other, make paths absolute."""
+    defaults = dataset_defaults(args.dataset_name)
+    args.root_path = root_or_default(args.dataset_name, args.root_path)
+    args.patch_size = tuple(args.patch_size or defaults.patch_size)
+    root = Path(args.root_path).resolve()
+    args.root_path = str(root)
+    if not root.is_dir():
+        raise UserError(f"data folder not found: {root} (pass --root_path; README.md says how to get the "
+                        f"{args.dataset_name} data, or try --dataset_name Synthetic)")
+    data = data_folder(root, args.normalize)
+    args.data_format, args.num_classes = data.kind, data.num_classes
+    args.train_list = str(data.list_file(args.train_list) if args.train_list
+                          else (data.lists_dir / "train.list").resolve())
+    args.val_list = str(data.list_file(args.val_list)) if args.val_list else None
+    problem = patch_size_problem(args.patch_size)
+    if problem:
+        raise UserError(f"--patch_size {' '.join(map(str, args.patch_size))}: {problem}")
+    if args.labeled_bs < 1 or args.batch_size < 1:
+        raise UserError(f"--batch_size and --labeled_bs must be at least 1, got {args.batch_size} and "
+                        f"{args.labeled_bs}")
+    if any(not 0 <= m < p for m, p in zip(args.crop_margin, args.patch_size)):
+        raise UserError(f"--crop_margin values must be 0 or more voxels and less than the patch "
+                        f"({' '.join(map(str, args.patch_size))}), got {' '.join(map(str, args.crop_margin))}")
+    if not 0 <= args.seed < 2 ** 32:
+        raise UserError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
+    if args.num_workers < 0:
+        raise UserError(f"--num_workers must be 0 (load in the main process) or more, got {args.num_workers}")
+    args.crop_margin = tuple(args.crop_margin)
+    for flag in ("save_every", "snapshot_every", "log_every", "val_every"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.max_iterations < 1:
+        raise UserError(f"--max_iterations must be at least 1, got {args.max_iterations}")
+    if args.max_samples is not None and args.max_samples < 1:
+        raise UserError(f"--max_samples must be at least 1 (leave it out to use every case), got {args.max_samples}")
+    if args.lr_decay_every < 0:
+        raise UserError(f"--lr_decay_every must be 0 (a constant rate) or more iterations, got {args.lr_decay_every}")
+    require_finite_number(args, "base_lr")
+    return args
+
+
+def require_finite_number(args: argparse.Namespace, flag: str, allow_zero: bool = False) -> None:
+    """A one-line error unless the float flag is finite and positive (or zero, where ``allow_zero``)."""
+    value = getattr(args, flag)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise UserError(f"--{flag} must be a {'non-negative' if allow_zero else 'positive'} number, got {value}")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where the training cases are and which of them are labeled."""
+    root_path: str
+    normalize: str
+    train_list: str
+    val_list: str | None
+    labelnum: int
+    max_samples: int | None
+    patch_size: tuple
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """How the steps run; none of it changes what is computed beyond rounding."""
+    gpu: str
+    deterministic: bool
+    amp: bool | None
+    channels_last: bool
+    foreach: bool
+    compile: bool
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The run folder and how to treat what it holds."""
+    folder: Path
+    resume: str | None
+    overwrite: bool
+    seed: int
+    flags: dict   # every flag, as written to config.json and into every checkpoint
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    data: DataSettings
+    batches: BatchSettings
+    schedule: Schedule
+    speed: SpeedSettings
+    run: RunSettings
+
+
+def training_config(args: argparse.Namespace, *, batch_size: int) -> TrainingConfig:
+    """The settings of a training script's run from its resolved flags; ``batch_size`` is the
+    patches per iteration (labeled-only training takes ``--labeled_bs`` of them)."""
+    return TrainingConfig(
+        data=DataSettings(root_path=args.root_path, normalize=args.normalize, train_list=args.train_list,
+                          val_list=args.val_list, labelnum=args.labelnum, max_samples=args.max_samples,
+                          patch_size=tuple(args.patch_size)),
+        batches=BatchSettings(batch_size=batch_size, labeled_bs=args.labeled_bs, patch_size=tuple(args.patch_size),
+                              seed=args.seed, on_device=bool(args.data_on_device), num_workers=args.num_workers,
+                              crop_margin=tuple(args.crop_margin), crop_fill=args.crop_fill),
+        schedule=Schedule(max_iterations=args.max_iterations, base_lr=args.base_lr,
+                          lr_decay_every=args.lr_decay_every, log_every=args.log_every, val_every=args.val_every,
+                          save_every=args.save_every, snapshot_every=args.snapshot_every),
+        speed=SpeedSettings(gpu=args.gpu, deterministic=bool(args.deterministic), amp=args.amp,
+                            channels_last=bool(args.channels_last), foreach=bool(args.foreach),
+                            compile=bool(args.compile)),
+        run=RunSettings(folder=run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model),
+                        resume=args.resume, overwrite=args.overwrite, seed=args.seed, flags=vars(args)))
