@@ -1,8 +1,10 @@
 #!/bin/bash
-# usage: proof_runs.sh REPO OUTDIR  -- deterministic CPU runs whose scalars are compared before/after
+# usage: HIPPO_ROOT=<Hippocampus folder> bash proof_runs.sh REPO OUTDIR
+# Deterministic CPU runs (Mean Teacher, labeled-only, Mean Teacher on the DataLoader path) whose
+# scalars.csv files are compared byte for byte before and after a refactor.
 set -e
 cd "$1"; out="$2"; mkdir -p "$out"
-H=/work/shared/data/Hippocampus
+H=${HIPPO_ROOT:?set HIPPO_ROOT to the MSD Task04 folder}
 common="--dataset_name Hippocampus --root_path $H --train_list dev_train.list --val_list dev_val.list --labelnum 6 --max_samples 20 --max_iterations 40 --val_every 20 --save_every 10 --snapshot_every 20 --log_every 5 --deterministic 1 --seed 1337 --overwrite"
 export OMP_NUM_THREADS=2
 python train_mean_teacher.py $common --exp proof > "$out/mt.txt" 2>&1
