@@ -15,6 +15,12 @@ checkpoints, ``--teacher`` and ``--lcc`` get their own folders: ``test_teacher``
     <ID>_overlay.png    with --save_png: fullest axial, coronal and sagittal slices, ground
                         truth outlined in green, prediction in red (yellow where they agree)
 
+Every test case is checked before the first prediction (readable, 3D, finite image, labels
+inside the classes), and none may be one of the checkpoint's training cases unless
+``--allow_overlap`` (then summary.json and the table flag them). The outputs appear in the
+folder only when the evaluation has finished; a finished evaluation there is replaced only
+with ``--overwrite``, and one evaluation at a time writes a folder.
+
 Empty predictions are never counted as perfect: their Dice and Jaccard are 0, their 95HD and
 ASD are NaN and left out of those means, and the summary says how many there were (the same
 for an empty ground truth).
@@ -31,8 +37,11 @@ import numpy as np
 from tqdm import tqdm
 
 from dataloaders.case_lists import read_case_list
+from dataloaders.check_data import check_cases
 from dataloaders.datasets import data_folder, dataset_defaults
 from dataloaders.la_heart import check_root
+from evaluation.cases import check_overlap, training_cases
+from evaluation.output_folder import EvaluationFolder
 from evaluation.outputs import Log, json_ready, save_nifti
 from evaluation.report import summarize, table
 from networks.vnet import patch_size_problem
@@ -40,7 +49,7 @@ from training.run_folder import run_folder_path
 from utils.checkpoint import load_checkpoint, load_network, trained_normalization, trained_patch_size
 from utils.device import amp_dtype, memory_format_for, precision_text, runtime_versions, select_device
 from utils.distributed import ranks_from_environment
-from utils.errors import UserError, report_user_errors, require_folder_or_nothing
+from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
 from utils.metrics import EMPTY_MASK_RULE, keep_largest_component_per_class, multiclass_metrics
 from utils.sliding_window import sliding_window_predict
 
@@ -50,7 +59,7 @@ VOXEL_SIZE_MM = {"LA": (0.625, 0.625, 0.625)}
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # errors in one line
     data = p.add_argument_group("data and run folder (the training scripts' flags)")
     data.add_argument("--dataset_name", default="LA")
     data.add_argument("--root_path", default=None,
@@ -60,6 +69,8 @@ def parse_args():
     data.add_argument("--exp", default="vnet")
     data.add_argument("--model", default="MT")
     data.add_argument("--labelnum", type=int, default=25)
+    data.add_argument("--allow_overlap", action="store_true",
+                      help="score test cases the checkpoint was trained on (refused otherwise; flagged in the outputs)")
     ckpt = p.add_argument_group("checkpoint (default: the last iter_N.pth of the run folder)")
     ckpt.add_argument("--checkpoint", default=None, help="a checkpoint file (instead of the run folder's)")
     ckpt.add_argument("--iteration", type=int, default=None, help="evaluate the run folder's iter_N.pth")
@@ -85,6 +96,8 @@ def parse_args():
     out.add_argument("--save_pred", action="store_true", help="write prediction, image and label as NIfTI")
     out.add_argument("--save_png", action="store_true", help="write an overlay picture of each case")
     out.add_argument("--out", default=None, help="output folder (default: <run folder>/test)")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace a finished evaluation in the output folder (refused otherwise)")
     return p.parse_args()
 
 
@@ -181,6 +194,9 @@ def main():
     if missing:
         raise UserError(f"{len(missing)} case(s) of {test_list} are not in {data.root}: {', '.join(missing[:5])}"
                         f"{', ...' if len(missing) > 5 else ''}")
+    # a labeled-only run (no teacher) never saw its list's unlabeled cases
+    trained, trained_source = training_cases(checkpoint, with_unlabeled=checkpoint.get("teacher") is not None)
+    overlap = check_overlap(case_ids, trained, trained_source, test_list=test_list, allowed=args.allow_overlap)
 
     ranks = ranks_from_environment()  # under torchrun each process evaluates every N-th case
     device = ranks.device(select_device(args.gpu))
@@ -194,89 +210,99 @@ def main():
     autocast = amp_dtype(device, args.amp)
     out = Path(args.out) if args.out else default_out(args, path)
     require_folder_or_nothing(out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = Log(out / "log.txt", writes=ranks.is_main)
-    log(f"evaluating {path} ({'teacher' if args.teacher else 'student'}, iteration {iteration}) on "
-        f"{len(case_ids)} cases of {test_list}; device {device}, "
-        f"{precision_text(device, args.amp)}{', channels_last_3d' if args.channels_last else ''}, "
-        f"patch {patch_size}, "
-        f"strides {args.stride_xy}/{args.stride_z}, lcc {'on' if args.lcc else 'off'}, "
-        f"{'images z-scored per case' if normalize == 'case' else 'images as stored'}"
-        + (f", cases split over {ranks.world_size} processes" if ranks.distributed else ""))
 
-    rows = []
-    start_line = len(log.lines)
-    for case_id in tqdm(case_ids[ranks.rank::ranks.world_size], desc="cases", dynamic_ncols=True,
-                        disable=None if ranks.is_main else True):  # no bar when piped
-        image, label = data.read(case_id)
-        if label.max() >= num_classes:
-            raise UserError(f"case {case_id}: label value {int(label.max())} is outside the {num_classes} classes "
-                            f"0..{num_classes - 1} of {args.dataset_name}; check the data or --dataset_name")
-        start = time.perf_counter()
-        _, predicted = sliding_window_predict(model, image, patch_size=patch_size, stride_xy=args.stride_xy,
-                                              stride_z=args.stride_z, num_classes=num_classes, device=device,
-                                              sw_batch=args.sw_batch, amp_dtype=autocast)
-        predicted = predicted.cpu().numpy().astype(np.uint8)  # waits for the device
-        predict_seconds = time.perf_counter() - start
-        if args.lcc:
-            predicted = keep_largest_component_per_class(predicted, num_classes)
-        start_metrics = time.perf_counter()
-        case_metrics = multiclass_metrics(predicted, label, num_classes, spacing=args.spacing)
-        metrics_seconds = time.perf_counter() - start_metrics
-        seconds = time.perf_counter() - start
-        for m in case_metrics:
-            rows.append({"case": case_id, **m, "lcc": args.lcc, "predict_s": round(predict_seconds, 3),
-                         "metrics_s": round(metrics_seconds, 3), "total_s": round(seconds, 3)})
-            if m["empty_pred"] or m["empty_gt"]:
-                log(f"warning: case {case_id} class {m['class']}: "
-                    + " and ".join(w for w, e in (("empty prediction", m["empty_pred"]),
-                                                  ("empty ground truth", m["empty_gt"])) if e)
-                    + " (Dice 0, 95HD and ASD NaN)")
-        log(f"{case_id}: " + ", ".join(f"class {m['class']} Dice {m['dice']:.4f} 95HD {m['hd95']:.2f} "
-                                       f"ASD {m['asd']:.2f}" for m in case_metrics)
-            + f" ({predict_seconds:.2f} s windows + {metrics_seconds:.2f} s metrics)")
-        if args.save_pred:
-            nifti_spacing = voxel_size(args, data, case_id)
-            save_nifti(predicted, out / f"{case_id}_pred.nii.gz", nifti_spacing)
-            save_nifti(image, out / f"{case_id}_img.nii.gz", nifti_spacing)
-            save_nifti(label, out / f"{case_id}_gt.nii.gz", nifti_spacing)
-        if args.save_png:
-            from evaluation.overlay import case_overlay, write_png
-            write_png(out / f"{case_id}_overlay.png", case_overlay(image, label, predicted, num_classes=num_classes))
+    # One evaluation at a time in ``out`` (rank 0 holds it); the outputs grow in folder.staging.
+    with EvaluationFolder(out, overwrite=args.overwrite, ranks=ranks) as folder:
+        # every case checked (readable, 3D, finite, labels in the classes; all problems at once)
+        # before the first prediction, on every rank, so all ranks stop alike; each keeps its share
+        my_cases = case_ids[ranks.rank::ranks.world_size]
+        volumes = check_cases(data, case_ids)[ranks.rank::ranks.world_size]
+        log = Log(folder.staging / "log.txt", writes=ranks.is_main)
+        log(f"evaluating {path} ({'teacher' if args.teacher else 'student'}, iteration {iteration}) on "
+            f"{len(case_ids)} cases of {test_list}; device {device}, "
+            f"{precision_text(device, args.amp)}{', channels_last_3d' if args.channels_last else ''}, "
+            f"patch {patch_size}, "
+            f"strides {args.stride_xy}/{args.stride_z}, lcc {'on' if args.lcc else 'off'}, "
+            f"{'images z-scored per case' if normalize == 'case' else 'images as stored'}"
+            + (f", cases split over {ranks.world_size} processes" if ranks.distributed else ""))
+        log(f"overlap with the training cases not checked: {trained_source}" if overlap is None else
+            f"trained on {trained_source}: {len(overlap)} of them among the test cases")
+        if folder.replaces:
+            log(f"replacing {folder.replaces} in {out} once this evaluation has finished")
 
-    if ranks.distributed:  # rank 0 gathers every rank's rows (in list order) and case lines
-        gathered = ranks.gather((rows, log.lines[start_line:]))
-        order = {c: i for i, c in enumerate(case_ids)}
-        rows = sorted((r for part, _ in gathered for r in part), key=lambda r: (order[r["case"]], r["class"]))
-        for _, lines in gathered[1:]:
-            for line in lines:
-                log(line)
-        if not ranks.is_main:
-            ranks.close()
-            return
+        rows = []
+        start_line = len(log.lines)
+        progress = tqdm(my_cases, desc="cases", dynamic_ncols=True,
+                        disable=None if ranks.is_main else True)  # no bar when piped
+        for case_id, (image, label) in zip(progress, volumes):
+            start = time.perf_counter()
+            _, predicted = sliding_window_predict(model, image, patch_size=patch_size, stride_xy=args.stride_xy,
+                                                  stride_z=args.stride_z, num_classes=num_classes, device=device,
+                                                  sw_batch=args.sw_batch, amp_dtype=autocast)
+            predicted = predicted.cpu().numpy().astype(np.uint8)  # waits for the device
+            predict_seconds = time.perf_counter() - start
+            if args.lcc:
+                predicted = keep_largest_component_per_class(predicted, num_classes)
+            start_metrics = time.perf_counter()
+            case_metrics = multiclass_metrics(predicted, label, num_classes, spacing=args.spacing)
+            metrics_seconds = time.perf_counter() - start_metrics
+            seconds = time.perf_counter() - start
+            for m in case_metrics:
+                rows.append({"case": case_id, **m, "lcc": args.lcc, "predict_s": round(predict_seconds, 3),
+                             "metrics_s": round(metrics_seconds, 3), "total_s": round(seconds, 3)})
+                if m["empty_pred"] or m["empty_gt"]:
+                    log(f"warning: case {case_id} class {m['class']}: "
+                        + " and ".join(w for w, e in (("empty prediction", m["empty_pred"]),
+                                                      ("empty ground truth", m["empty_gt"])) if e)
+                        + " (Dice 0, 95HD and ASD NaN)")
+            log(f"{case_id}: " + ", ".join(f"class {m['class']} Dice {m['dice']:.4f} 95HD {m['hd95']:.2f} "
+                                           f"ASD {m['asd']:.2f}" for m in case_metrics)
+                + f" ({predict_seconds:.2f} s windows + {metrics_seconds:.2f} s metrics)")
+            if args.save_pred:  # every rank writes its own cases into rank 0's staging folder
+                nifti_spacing = voxel_size(args, data, case_id)
+                save_nifti(predicted, folder.staging / f"{case_id}_pred.nii.gz", nifti_spacing)
+                save_nifti(image, folder.staging / f"{case_id}_img.nii.gz", nifti_spacing)
+                save_nifti(label, folder.staging / f"{case_id}_gt.nii.gz", nifti_spacing)
+            if args.save_png:
+                from evaluation.overlay import case_overlay, write_png
+                write_png(folder.staging / f"{case_id}_overlay.png",
+                          case_overlay(image, label, predicted, num_classes=num_classes))
 
-    with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    case_rows = rows[::num_classes - 1]  # one row per case for the timings
-    summary = {"checkpoint": str(path), "iteration": iteration, "model": "teacher" if args.teacher else "student",
-               "lcc": args.lcc, "normalize": normalize, "units": "mm" if args.spacing else "voxels",
-               "cases": len(case_ids),
-               "patch_size": list(patch_size), "stride_xy": args.stride_xy, "stride_z": args.stride_z,
-               "autocast": str(autocast).replace("torch.", "") if autocast else None,
-               "empty_masks": EMPTY_MASK_RULE, "classes": summarize(rows, num_classes),
-               "seconds_per_case": {k: float(np.mean([r[k] for r in case_rows]))
-                                    for k in ("predict_s", "metrics_s", "total_s")},
-               "nifti_voxel_size": nifti_voxel_size_note(args, data) if args.save_pred else None,
-               "flags": vars(args), "device": str(device), "runtime": runtime_versions()}
-    (out / "summary.json").write_text(json.dumps(json_ready(summary), indent=2))
+        if ranks.distributed:  # rank 0 gathers every rank's rows (in list order) and case lines
+            gathered = ranks.gather((rows, log.lines[start_line:]))
+            order = {c: i for i, c in enumerate(case_ids)}
+            rows = sorted((r for part, _ in gathered for r in part), key=lambda r: (order[r["case"]], r["class"]))
+            for _, lines in gathered[1:]:
+                for line in lines:
+                    log(line)
+            if not ranks.is_main:
+                ranks.close()
+                return
 
-    log()
-    for line in table(summary):
-        log(line)
-    log(f"written to {out}")
-    log.close()
+        with open(folder.staging / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        case_rows = rows[::num_classes - 1]  # one row per case for the timings
+        summary = {"checkpoint": str(path), "iteration": iteration, "model": "teacher" if args.teacher else "student",
+                   "lcc": args.lcc, "normalize": normalize, "units": "mm" if args.spacing else "voxels",
+                   "cases": len(case_ids),
+                   "patch_size": list(patch_size), "stride_xy": args.stride_xy, "stride_z": args.stride_z,
+                   "autocast": str(autocast).replace("torch.", "") if autocast else None,
+                   "empty_masks": EMPTY_MASK_RULE, "classes": summarize(rows, num_classes),
+                   "training_cases": trained_source, "overlap_with_training": overlap,
+                   "seconds_per_case": {k: float(np.mean([r[k] for r in case_rows]))
+                                        for k in ("predict_s", "metrics_s", "total_s")},
+                   "nifti_voxel_size": nifti_voxel_size_note(args, data) if args.save_pred else None,
+                   "flags": vars(args), "device": str(device), "runtime": runtime_versions()}
+
+        log()
+        for line in table(summary):
+            log(line)
+        log(f"written to {out}")
+        log.close()
+        (folder.staging / "summary.json").write_text(json.dumps(json_ready(summary), indent=2))
+        folder.publish()
     ranks.close()
 
 

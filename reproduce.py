@@ -19,15 +19,17 @@ the **last** checkpoint with ``inference.py`` on the evaluation list, and writes
     scalars/          each run's scalars.csv (gzipped), which the curves are drawn from
 
 Defaults: the development split (``dev_train.list``, ``dev_val.list`` beside the data, else
-``train.list``/``test.list``), three seeds, the original 6000-iteration schedule. Finished runs
+``train.list``/``test.list``), about 10 % and 20 % of the training cases labeled (LA: 8 and 16
+of ``train.list``'s 80, 6 and 13 of ``dev_train.list``'s 64), three seeds, the original
+6000-iteration schedule. Finished runs
 are skipped and unfinished ones resumed, so after an interruption the same command goes on.
 A run evaluated in ``--out`` is done even without its checkpoints, so a grid can be run in
 parts on other machines (``--labelnum 13`` there, say) and finished with the results folders
 brought back; pictures whose inputs stayed elsewhere are kept as they were drawn there.
 No checkpoint is ever chosen: the validation Dice of the curves (on ``--val_list``, by default
-the evaluation cases) is only drawn.
+the evaluation cases unless they are test cases, which training never validates on) is only
+drawn.
 """
-import argparse
 import gzip
 import json
 import shlex
@@ -35,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
+from argparse import RawDescriptionHelpFormatter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,21 +46,23 @@ from dataloaders.datasets import DATASETS, data_folder, root_or_default
 from dataloaders.la_heart import check_root
 from grid.results import METHODS, Run, collect, markdown_report
 from training.run_folder import read_scalars, run_folder_path, write_text_atomically
-from utils.errors import UserError, report_user_errors, require_folder_or_nothing
+from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
+from utils.folder_lock import LOCK_FILE
 
 REPO = Path(__file__).resolve().parent
-DEFAULT_LABELNUM = {"LA": (6, 13), "Hippocampus": (17, 34), "Synthetic": (2, 4)}  # about 10 % and 20 %
+LABELED_SHARES = (0.1, 0.2)  # the literature's label ratios, whatever the training list
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)  # errors in one line
     p.add_argument("--dataset_name", default="LA", choices=sorted(DATASETS))
     p.add_argument("--root_path", default=None, help="the data folder (default: the dataset's usual place)")
     p.add_argument("--train_list", default=None, help="training cases (default: dev_train.list, else train.list)")
     p.add_argument("--eval_list", default=None, help="evaluation cases (default: dev_val.list, else test.list)")
     p.add_argument("--val_list", default=None,
                    help="validation cases for the curves (default: the evaluation cases; never used to choose)")
-    p.add_argument("--labelnum", type=int, nargs="+", default=None, help="labeled cases per row (LA: 6 13)")
+    p.add_argument("--labelnum", type=int, nargs="+", default=None,
+                   help="labeled cases per row (default: about 10 %% and 20 %% of the training list; LA: 8 16 of 80)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1337, 1338, 1339])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--max_iterations", type=int, default=6000)
@@ -89,6 +94,12 @@ def parse_args():
     bad_seeds = [seed for seed in args.seeds if not 0 <= seed < 2 ** 32]
     if bad_seeds:
         raise UserError(f"--seeds must be between 0 and 2**32 - 1, got {bad_seeds[0]}")
+    for flag in ("train_args", "mt_args", "eval_args"):
+        try:
+            shlex.split(getattr(args, flag))
+        except ValueError as err:  # an unbalanced quote
+            raise UserError(f"--{flag} {getattr(args, flag)!r} cannot be read as flags ({err}); close the quote, "
+                            f"e.g. --{flag}=\"--flag 'a value'\"") from None
     if args.out:
         require_folder_or_nothing(args.out)
     return args
@@ -104,15 +115,17 @@ def resolve_lists(args) -> None:
             dev = data.lists_dir / preferred
             setattr(args, name, str(dev if dev.is_file() else data.lists_dir / fallback))
         setattr(args, name, str(data.list_file(getattr(args, name))))
-    args.val_list = str(data.list_file(args.val_list)) if args.val_list else args.eval_list
     train, evaluation = read_case_list(args.train_list), read_case_list(args.eval_list)
+    if args.val_list:
+        args.val_list = str(data.list_file(args.val_list))
+    elif not test_cases(data) & set(evaluation):
+        args.val_list = args.eval_list
+    # else no validation curve: the evaluation cases are test cases, which training refuses to validate on
     shared = set(train) & set(evaluation)
     if shared:
         raise UserError(f"{len(shared)} case(s) are in both {args.train_list} and {args.eval_list} "
                         f"(e.g. {sorted(shared)[0]}); evaluate on cases the models never trained on")
-    args.labelnum = args.labelnum or DEFAULT_LABELNUM.get(args.dataset_name)
-    if not args.labelnum:
-        raise UserError("pass --labelnum N [N ...], the labeled cases of each row")
+    args.labelnum = args.labelnum or default_labelnums(len(train))
     for n in args.labelnum:
         if not 1 <= n < len(train):
             raise UserError(f"--labelnum {n} must be between 1 and {len(train) - 1} (the training list has "
@@ -123,6 +136,17 @@ def resolve_lists(args) -> None:
     # the schedule is part of the name (repro6000); a separator where the name ends in a digit (m16_6000)
     args.grid_name = f"{args.exp}{'_' if args.exp[-1:].isdigit() else ''}{args.max_iterations}"
     args.out = Path(args.out or f"results/{args.dataset_name}_{args.grid_name}")
+
+
+def test_cases(data) -> set:
+    """The cases of the dataset's test.list (beside the data), or none."""
+    path = data.lists_dir / "test.list"
+    return set(read_case_list(path)) if path.is_file() else set()
+
+
+def default_labelnums(train_cases: int) -> list[int]:
+    """About 10 % and 20 % of ``train_cases`` (rounded; at least 1, and fewer than all)."""
+    return sorted({min(max(int(train_cases * share + 0.5), 1), train_cases - 1) for share in LABELED_SHARES})
 
 
 def plan(args) -> list[Run]:
@@ -140,8 +164,8 @@ def data_flags(args) -> list[str]:
 
 
 def train_command(args, run: Run) -> list[str]:
-    return [sys.executable, str(REPO / METHODS[run.method].script), *data_flags(args),
-            "--train_list", args.train_list, "--val_list", args.val_list, "--labelnum", str(run.labelnum),
+    return [sys.executable, str(REPO / METHODS[run.method].script), *data_flags(args), "--train_list",
+            args.train_list, *(["--val_list", args.val_list] if args.val_list else []), "--labelnum", str(run.labelnum),
             "--seed", str(run.seed), "--max_iterations", str(args.max_iterations), "--exp", run.exp,
             "--val_every", str(args.val_every), "--gpu", args.gpu, *shlex.split(args.train_args),
             *(shlex.split(args.mt_args) if run.method == "MT" else [])]
@@ -154,11 +178,23 @@ def training_state(folder: Path, max_iterations: int) -> str:
     return "resume" if (folder / "latest.pth").is_file() else "start"
 
 
+# What a start writes before its first latest.pth: a folder holding only these was left by an
+# interrupted start, which the grid starts again over it. Anything else (an evaluation, a
+# recipe, snapshots) is an earlier run's, which the training script refuses to delete.
+STARTED_FILES = {"log.txt", "config.json", "scalars.csv", "tensorboard", "best_model.pth", LOCK_FILE}
+
+
+def interrupted_start(folder: Path) -> bool:
+    """Whether ``folder`` holds only what an interrupted start leaves (temporary files included)."""
+    return folder.is_dir() and all(entry.name in STARTED_FILES or entry.name.endswith(".tmp")
+                                   for entry in folder.iterdir())
+
+
 def resumable_command(args, run: Run, state: str) -> list[str]:
     """The training command for ``state``: ``--resume`` to continue; a start in a folder left
-    by an interrupted start (at most best_model.pth, never latest.pth) replaces it."""
+    by an interrupted start (never latest.pth) replaces it."""
     folder = run_folder_path(args.dataset_name, run.exp, run.labelnum, run.method)
-    extra = ["--resume"] if state == "resume" else ["--overwrite"] if folder.is_dir() else []
+    extra = ["--resume"] if state == "resume" else ["--overwrite"] if interrupted_start(folder) else []
     return train_command(args, run) + extra
 
 
@@ -202,6 +238,8 @@ def eval_command(args, run: Run, teacher: bool) -> list[str]:
             "--exp", run.exp, "--labelnum", str(run.labelnum), "--model", run.method,
             "--iteration", str(args.max_iterations), "--gpu", args.gpu,
             "--out", str(run.eval_dir(args.out, teacher)), *(["--teacher"] if teacher else []),
+            # an evaluation of another checkpoint there (``evaluated`` said so) is replaced
+            *(["--overwrite"] if (run.eval_dir(args.out, teacher) / "summary.json").is_file() else []),
             *shlex.split(args.eval_args)]
 
 
@@ -291,9 +329,11 @@ def main():
     runs = plan(args)
     if not args.dry_run:
         args.out.mkdir(parents=True, exist_ok=True)
-    print(f"{len(runs)} runs: {', '.join(args.methods)} x labelnum {args.labelnum} of {args.train_cases} training "
-          f"cases x seeds {args.seeds}; {args.max_iterations} iterations; evaluation on {args.eval_cases} cases of "
-          f"{args.eval_list}; results in {args.out}" + (f"; {args.jobs} at a time" if args.jobs > 1 else ""))
+    shares = ", ".join(f"{100 * n / args.train_cases:.3g} %" for n in args.labelnum)
+    print(f"{len(runs)} runs: {', '.join(args.methods)} x labelnum {args.labelnum} ({shares}) of {args.train_cases} "
+          f"training cases x seeds {args.seeds}; {args.max_iterations} iterations; evaluation on {args.eval_cases} "
+          f"cases of {args.eval_list}; results in {args.out}" + (f"; {args.jobs} at a time" if args.jobs > 1 else "")
+          + ("" if args.val_list else "; no validation curve (the evaluation cases are test cases)"))
     names = [f"[{number}/{len(runs)}] {run.name}" for number, run in enumerate(runs, 1)]
     pool = ThreadPoolExecutor(max_workers=1 if args.dry_run else args.jobs)
     futures = [pool.submit(complete, args, run, name) for run, name in zip(runs, names)]
@@ -315,7 +355,8 @@ def main():
 
     results = collect(runs, args.out, args.labelnum, args.train_cases)
     header = {"dataset": args.dataset_name, "train_list": args.train_list, "eval_list": args.eval_list,
-              "val_list": args.val_list, "max_iterations": args.max_iterations, "seeds": args.seeds,
+              "val_list": args.val_list,
+              "max_iterations": args.max_iterations, "seeds": args.seeds,
               "command": shlex.join(shown([sys.executable, str(Path(sys.argv[0]).resolve()), *sys.argv[1:]]))}
     (args.out / "results.json").write_text(json.dumps({**header, "rows": results}, indent=2))
     pictures = draw_pictures(args, runs)

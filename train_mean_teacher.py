@@ -11,49 +11,31 @@ consistency loss whose weight ramps up; then the teacher follows the student.
 """
 import torch
 
-from dataloaders.check_data import print_data_report
-from dataloaders.datasets import data_folder
-from training.arguments import require_finite_number, resolve_data_args, training_config, training_parser
+from training.arguments import report_data_if_asked, resolve_data_args, training_config, training_parser
+from training.method_flags import add_mean_teacher_flags, check_mean_teacher_flags
 from training.session import TrainingSession
 from utils.ema import ema_decay_at, make_teacher, update_teacher
-from utils.errors import UserError, report_user_errors
+from utils.errors import report_user_errors
 from utils.losses import CONSISTENCY_LOSSES, supervised_loss
 from utils.ramps import sigmoid_rampup
 
 
 def parse_args():
     parser = training_parser(__doc__, model_default="MT")
-    mt = parser.add_argument_group("mean teacher")
-    mt.add_argument("--ema_decay", type=float, default=0.99, help="teacher = ema_decay * teacher + (1 - ema_decay) * student")
-    mt.add_argument("--consistency_type", default="mse", choices=sorted(CONSISTENCY_LOSSES))
-    mt.add_argument("--consistency", type=float, default=0.1, help="final consistency weight")
-    mt.add_argument("--consistency_rampup", type=float, default=40.0,
-                    help="ramp-up length, in units of 150 iterations")
-    mt.add_argument("--noise_std", type=float, default=0.1, help="std of the teacher's input noise, clipped at 2 std")
-    args = resolve_data_args(parser.parse_args())
-    if args.labeled_bs >= args.batch_size:
-        raise UserError(f"--labeled_bs ({args.labeled_bs}) must be smaller than --batch_size ({args.batch_size}): "
-                        "Mean Teacher needs unlabeled samples in every batch")
-    if not 0.0 <= args.ema_decay <= 1.0:
-        raise UserError(f"--ema_decay must be between 0 and 1 (0.99 in the original), got {args.ema_decay}")
-    for flag in ("consistency", "consistency_rampup", "noise_std"):
-        require_finite_number(args, flag, allow_zero=True)
-    return args
+    add_mean_teacher_flags(parser)
+    return check_mean_teacher_flags(resolve_data_args(parser.parse_args()))
 
 
 @report_user_errors
 def main():
     args = parse_args()
-    if args.check_data:
-        return print_data_report(data_folder(args.root_path, args.normalize), [args.train_list, args.val_list])
+    if report_data_if_asked(args):  # --check_data: the report alone, no training
+        return
     session = TrainingSession(training_config(args, batch_size=args.batch_size), method="Mean Teacher",
                               with_teacher=True)
 
     # Data: the first labelnum training cases are labeled, the rest unlabeled.
-    labeled_ids, unlabeled_ids = session.split_cases()
-    if not unlabeled_ids:
-        raise UserError(f"all {len(labeled_ids)} training cases are labeled, so Mean Teacher has no unlabeled data; "
-                        "lower --labelnum or use train_sup.py")
+    labeled_ids, unlabeled_ids = session.split_cases(needs_unlabeled=True)
     session.load_batches(labeled_ids, unlabeled_ids)
     session.open_run(f"{len(labeled_ids)} labeled and {len(unlabeled_ids)} unlabeled cases, patch {args.patch_size}")
 

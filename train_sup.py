@@ -8,9 +8,7 @@ batch); ``--batch_size`` is accepted for command-line compatibility and not used
     python train_sup.py --dataset_name LA --labelnum 16 --gpu 0
     torchrun --nproc_per_node 2 train_sup.py --dataset_name LA --labelnum 16 --gpu 0,1
 """
-from dataloaders.check_data import print_data_report
-from dataloaders.datasets import data_folder
-from training.arguments import resolve_data_args, training_config, training_parser
+from training.arguments import report_data_if_asked, resolve_data_args, training_config, training_parser
 from training.session import TrainingSession
 from utils.errors import report_user_errors
 from utils.losses import supervised_loss
@@ -23,8 +21,8 @@ def parse_args():
 @report_user_errors
 def main():
     args = parse_args()
-    if args.check_data:
-        return print_data_report(data_folder(args.root_path, args.normalize), [args.train_list, args.val_list])
+    if report_data_if_asked(args):  # --check_data: the report alone, no training
+        return
     labeled_part = training_config(args, batch_size=args.labeled_bs)  # the labeled part of a Mean Teacher batch
     session = TrainingSession(labeled_part, method="labeled only", with_teacher=False)
 

@@ -47,3 +47,25 @@ def split_labeled(case_ids: list[str], labelnum: int, max_samples: int | None = 
         raise UserError(f"--labelnum {labelnum} is larger than the {len(pool)} cases in the training list"
                         f"{' (capped by --max_samples)' if max_samples else ''}; use at most {len(pool)}")
     return pool[:labelnum], pool[labelnum:]
+
+
+def check_validation_cases(case_ids: list[str], val_list, *, training_ids: list[str], test_list) -> None:
+    """The cases of ``val_list`` choose best_model.pth, so none may be a training case (of
+    ``training_ids``) or a test case (of ``test_list``, the dataset's test.list, where it exists
+    and reads): a one-line ``UserError`` naming the first."""
+    training = set(training_ids)
+    shared = [case for case in case_ids if case in training]
+    if shared:
+        raise UserError(f"--val_list {val_list}: {len(shared)} of its cases are training cases of this run "
+                        f"(e.g. {shared[0]}); validate on cases held out of training (e.g. --train_list "
+                        "dev_train.list --val_list dev_val.list)")
+    try:
+        tests = set(read_case_list(test_list)) if Path(test_list).is_file() else set()
+    except UserError:  # a broken test list is inference's to report, not training's
+        tests = set()
+    tested = [case for case in case_ids if case in tests]
+    if tested:
+        what = "is" if Path(val_list).resolve() == Path(test_list).resolve() else \
+            f"shares {len(tested)} case(s) (e.g. {tested[0]}) with"
+        raise UserError(f"--val_list {val_list} {what} the dataset's test list {test_list}: best_model.pth would be "
+                        "chosen on test cases; validate on cases split off the training list (e.g. dev_val.list)")

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from dataloaders.case_lists import read_case_list
+from dataloaders.la_heart import check_patch_fits
 from utils.errors import UserError
 
 
@@ -67,9 +68,15 @@ def data_report(volumes, num_classes: int) -> str:
     return "\n".join(lines)
 
 
-def print_data_report(data, list_files) -> None:
+def print_data_report(data, list_files, patch_size=None) -> None:
     """``--check_data``: check the cases of each list file (None entries skipped) and print a
-    short report of each."""
-    for list_file in filter(None, list_files):
-        volumes = check_cases(data, read_case_list(list_file))
+    short report of each; the training patch (``patch_size``, voxels) must fit the first list's
+    volumes as training needs (``check_patch_fits``)."""
+    for number, list_file in enumerate(list_files):
+        if not list_file:
+            continue
+        case_ids = read_case_list(list_file)
+        volumes = check_cases(data, case_ids)
+        if number == 0 and patch_size is not None:
+            check_patch_fits({c: image.shape for c, (image, _) in zip(case_ids, volumes)}, patch_size)
         print(f"{list_file}: all cases load and agree\n" + data_report(volumes, data.num_classes))

@@ -1,12 +1,13 @@
 """Per-dataset defaults, so ``--dataset_name`` alone picks a sensible data folder, patch and
 sliding-window strides; and the two on-disk layouts the scripts read, told apart by the
 folder itself (an MSD folder has a ``dataset.json``)."""
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from dataloaders.case_lists import find_list
 from dataloaders.la_heart import case_path, read_case, read_case_zscored
-from dataloaders.msd import case_paths, read_dataset_json, read_msd_case, read_msd_spacing
+from dataloaders.msd import DATASET_JSON, IMAGES_DIR, case_paths, read_dataset_json, read_msd_case, read_msd_spacing
 from utils.errors import UserError
 
 
@@ -55,6 +56,13 @@ class DataFolder:
         """The case's image file, as named in messages."""
         return case_paths(self.root, case_id)[0] if self.kind == "msd" else case_path(self.root, case_id)
 
+    def fingerprint(self, case_id: str) -> str:
+        """What the case's files hold, cheaply: each file's size and a hash of its first and last
+        64 KiB ("" for a missing file). Neither path nor modification time counts, so a moved
+        or copied data folder has the same fingerprints."""
+        files = case_paths(self.root, case_id) if self.kind == "msd" else (case_path(self.root, case_id),)
+        return " ".join(_file_fingerprint(path) for path in files)
+
     @property
     def has_spacing(self) -> bool:
         """Whether the files give each case's voxel size (NIfTI headers do, the h5 files do not)."""
@@ -69,14 +77,31 @@ class DataFolder:
         return find_list(name, self.lists_dir)
 
 
+def _file_fingerprint(path: Path, edge: int = 65536) -> str:
+    """``size:hash`` of the file's first and last ``edge`` bytes, or "" where it does not exist."""
+    if not path.is_file():
+        return ""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(edge))
+        f.seek(max(size - edge, 0))
+        digest.update(f.read(edge))
+    return f"{size}:{digest.hexdigest()[:16]}"
+
+
 def data_folder(root, normalize: str = "none") -> DataFolder:
     """The folder at ``root``: the MSD layout where it holds a dataset.json, else the UA-MT h5
-    layout, its images z-scored per case when ``normalize`` is "case"."""
+    layout, its images z-scored per case when ``normalize`` is "case". An MSD folder without its
+    dataset.json (an imagesTr/ folder there) is a ``UserError`` saying so."""
     if normalize not in INTENSITY_NORMALIZATIONS:
         raise UserError(f"unknown normalization {normalize!r}; choose one of {', '.join(INTENSITY_NORMALIZATIONS)}")
     root = Path(root)
-    if (root / "dataset.json").is_file():
+    if (root / DATASET_JSON).is_file():
         return DataFolder(root, "msd", read_dataset_json(root)["num_classes"], root, normalize)
+    if (root / IMAGES_DIR).is_dir():
+        raise UserError(f"{root} has an {IMAGES_DIR}/ folder (the MSD / nnU-Net layout) but no {DATASET_JSON}; "
+                        f"put the dataset's {DATASET_JSON} there (its \"labels\" name the classes)")
     return DataFolder(root, "h5", 2, root.parent, normalize)
 
 

@@ -40,6 +40,8 @@ def read_case(root, case_id: str) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"cannot read {path} (truncated or not HDF5?): {err}") from None
     if image.shape != label.shape:
         raise UserError(f"{path}: image shape {image.shape} differs from label shape {label.shape}")
+    if image.ndim != 3:
+        raise UserError(f"{path}: expected a 3D volume (X, Y, Z), got shape {image.shape}")
     if label.dtype != np.uint8 and label.size and (label.min() < 0 or label.max() > 255 or
                                                    not np.array_equal(label, np.round(label))):
         raise UserError(f"{path}: label values must be whole numbers 0..255, found {label.min()} to {label.max()}")

@@ -25,7 +25,8 @@ def summarize(rows: list[dict], num_classes: int) -> dict:
 
 
 def table(summary: dict) -> list[str]:
-    """The console table: mean ± std of each metric per class and the empty-mask counts."""
+    """The console table: mean ± std of each metric per class, the empty-mask counts, and the
+    test cases that were training cases (or that this could not be checked)."""
     lines = [f"{'class':>6} " + " ".join(f"{m:>15}" for m in METRICS) + "   empty pred/gt"]
     for name, stats in summary["classes"].items():
         cells = []
@@ -41,4 +42,10 @@ def table(summary: dict) -> list[str]:
         lines.append(f"empty masks: {EMPTY_MASK_RULE}; 95HD/ASD means over "
                      + ", ".join(f"class {n[6:]}: {s['hd95']['cases']} of {summary['cases']}"
                                  for n, s in summary["classes"].items()))
+    overlap = summary.get("overlap_with_training", [])
+    if overlap is None:
+        lines.append(f"overlap with the training cases not checked: {summary.get('training_cases')}")
+    elif overlap:
+        lines.append(f"warning: {len(overlap)} of the {summary['cases']} cases were trained on, so these scores are "
+                     f"not held out (--allow_overlap): {', '.join(overlap[:5])}{', ...' if len(overlap) > 5 else ''}")
     return lines

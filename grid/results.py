@@ -119,7 +119,9 @@ def markdown_report(header: dict, rows: list[dict], commands: list[list[str]], p
              f"{', '.join(map(str, header['seeds']))}; the **last** checkpoint of each run is evaluated on "
              f"`{header['eval_list']}`. Each cell is the mean ± standard deviation over seeds (n - 1) of the "
              f"per-seed mean over cases (and over foreground classes). Dice and Jaccard in %, 95HD and ASD in "
-             f"{units}. Validation on `{header['val_list']}` only draws the curves; no checkpoint is chosen.", "",
+             f"{units}. " + (f"Validation on `{header['val_list']}` only draws the curves; no checkpoint is chosen."
+                            if header["val_list"] else "No validation (the evaluation cases are test cases, which no "
+                            "run may validate on); no checkpoint is chosen."), "",
              f"Command: `{header['command']}`", "",
              "| method | labeled | seeds | Dice % | Jaccard % | 95HD | ASD | Dice per seed | empty predictions |",
              "|---|---|---|---|---|---|---|---|---|"]

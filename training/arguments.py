@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataloaders.batches import BatchSettings
+from dataloaders.check_data import print_data_report
 from dataloaders.datasets import DATASETS, INTENSITY_NORMALIZATIONS, data_folder, dataset_defaults, root_or_default
 from networks.vnet import patch_size_problem
 from training.run_folder import run_folder_path
 from training.schedule import Schedule
-from utils.errors import UserError
+from utils.errors import ArgumentParser, UserError
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -18,7 +19,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def training_parser(description: str, model_default: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    p = ArgumentParser(description=description, formatter_class=_HelpFormatter)  # errors in one line
     data = p.add_argument_group("data")
     data.add_argument("--dataset_name", default="LA", choices=sorted(DATASETS))
     data.add_argument("--root_path", default=None,
@@ -49,13 +50,14 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
     run.add_argument("--max_iterations", type=int, default=6000)
     run.add_argument("--batch_size", type=int, default=4, help="samples per iteration, labeled + unlabeled")
     run.add_argument("--labeled_bs", type=int, default=2, help="labeled samples per iteration")
-    run.add_argument("--base_lr", type=float, default=0.01)
+    run.add_argument("--base_lr", type=float, default=0.01,
+                     help="learning rate at the start; a --resume may lower it (after a divergence), not raise it")
     run.add_argument("--lr_decay_every", type=int, default=2500,
                      help="multiply the learning rate by 0.1 every this many iterations (0: constant)")
     run.add_argument("--deterministic", type=int, default=1,
                      help="1: deterministic cuDNN kernels; 0: cudnn.benchmark (faster)")
     run.add_argument("--seed", type=int, default=1337)
-    run.add_argument("--gpu", type=str, default="0", help="visible GPU(s), sets CUDA_VISIBLE_DEVICES")
+    run.add_argument("--gpu", type=str, default="0", help="visible GPU(s), sets CUDA_VISIBLE_DEVICES (-1: the CPU)")
     run.add_argument("--val_every", type=int, default=500, help="iterations between validations (with --val_list)")
     run.add_argument("--save_every", type=int, default=500, help="iterations between saves of latest.pth (for --resume)")
     run.add_argument("--snapshot_every", type=int, default=1000, help="iterations between iter_N.pth snapshots")
@@ -66,7 +68,8 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
                      help="only check the training (and validation) cases and print a short report")
     run.add_argument("--log_every", type=int, default=20, help="iterations between log lines")
     run.add_argument("--overwrite", action="store_true",
-                     help="start afresh in a run folder that already holds checkpoints, deleting its files")
+                     help="start afresh in a run folder that already holds a run's files (checkpoints, log, "
+                          "evaluations), deleting them")
     speed = p.add_argument_group("speed (each 0 gives the original, plain path)")
     speed.add_argument("--data_on_device", type=int, default=1,
                        help="1: read every volume once into device memory, augment there; "
@@ -121,6 +124,15 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
         raise UserError(f"--lr_decay_every must be 0 (a constant rate) or more iterations, got {args.lr_decay_every}")
     require_finite_number(args, "base_lr")
     return args
+
+
+def report_data_if_asked(args: argparse.Namespace) -> bool:
+    """With --check_data: check the training and validation cases (and that the patch fits),
+    print a short report, and return True: the script then stops without training."""
+    if args.check_data:
+        print_data_report(data_folder(args.root_path, args.normalize), [args.train_list, args.val_list],
+                          patch_size=args.patch_size)
+    return bool(args.check_data)
 
 
 def require_finite_number(args: argparse.Namespace, flag: str, allow_zero: bool = False) -> None:

@@ -1,5 +1,6 @@
 """The run folder: ``log.txt``, TensorBoard scalars (also in ``scalars.csv``), ``config.json``
 and checkpoints."""
+import atexit
 import csv
 import gzip
 import json
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from utils.checkpoint import save_checkpoint
 from utils.errors import UserError
+from utils.folder_lock import LOCK_FILE, FolderLock
 
 
 def run_folder_path(dataset_name: str, exp: str, labelnum: int, model: str, base="model") -> Path:
@@ -32,12 +34,42 @@ def git_commit() -> str | None:
         return None
 
 
+def hold_run_folder(path) -> FolderLock:
+    """Take the run folder's lock for this process until it exits, so that a second run started
+    into the same folder stops with one line naming this one. Folders made for the lock are
+    removed again at exit where the run wrote nothing into them: a refused run leaves nothing."""
+    path = Path(path)
+    made = [folder for folder in (path, *path.parents) if not folder.exists()]
+    atexit.register(_remove_empty, made)  # registered before the lock's release, so it runs after it
+    return FolderLock(path, "training run").acquire()
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # innermost first
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the run wrote there), or gone
+            return
+
+
 def check_free(path, overwrite: bool) -> None:
-    """A run folder holding checkpoints is only reused with ``overwrite``: never lose work silently."""
-    existing = sorted(Path(path).glob("*.pth")) if Path(path).is_dir() else []
-    if existing and not overwrite:
-        raise UserError(f"run folder {path} already holds checkpoints ({existing[0].name}, ...); "
-                        "choose a new --exp, or pass --overwrite to replace them")
+    """A run folder holding anything a run or an evaluation wrote (checkpoints, log.txt,
+    scalars.csv, config.json, test*/ ...) is only reused with ``overwrite``: never lose work
+    silently, even where the checkpoints were deleted. Its lock file does not count."""
+    held = earlier_files(path)
+    if held and not overwrite:
+        shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        raise UserError(f"run folder {path} already holds an earlier run's files ({shown}); continue it with "
+                        "--resume, choose a new --exp, or pass --overwrite to delete them")
+
+
+def earlier_files(path) -> list[str]:
+    """What ``path`` holds besides its lock, checkpoints first, folders with a trailing "/"."""
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    names = [entry.name + ("/" if entry.is_dir() else "") for entry in path.iterdir() if entry.name != LOCK_FILE]
+    return sorted(names, key=lambda name: (not name.endswith(".pth"), name))
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -49,8 +81,9 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 
 def clear_folder(path: Path) -> list[str]:
-    """Remove everything inside ``path`` (an earlier run's files); returns the names removed."""
-    names = sorted(entry.name for entry in path.iterdir()) if path.is_dir() else []
+    """Remove everything inside ``path`` (an earlier run's files) but its lock, held by this
+    run; returns the names removed."""
+    names = sorted(entry.name for entry in path.iterdir() if entry.name != LOCK_FILE) if path.is_dir() else []
     for name in names:
         entry = path / name
         if entry.is_dir() and not entry.is_symlink():
@@ -62,6 +95,10 @@ def clear_folder(path: Path) -> list[str]:
 
 class TrainingDiverged(UserError):
     """A loss became NaN or infinite."""
+
+
+# What to do after a divergence: --resume accepts a lower --base_lr (and only a lower one).
+DIVERGED_ADVICE = "continue from the last good checkpoint with --resume and a lower --base_lr (a tenth, say)"
 
 
 class _TqdmHandler(logging.Handler):
@@ -148,8 +185,7 @@ class RunFolder:
                 terms = ", ".join(f"{k} {v:.4g}" for k, v in scalars.items())
                 self.info(f"STOPPED: non-finite loss at iteration {iteration + 1}: {terms}")
                 raise TrainingDiverged(f"the loss became non-finite at iteration {iteration + 1} ({terms}); nothing "
-                                       f"was saved after it. Continue from the last good checkpoint with --resume, "
-                                       "perhaps with a lower --base_lr")
+                                       f"was saved after it; {DIVERGED_ADVICE}")
         self._write_scalars(rows)
         iteration, last = rows[-1]
         self.info(f"iteration {iteration + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
@@ -175,7 +211,21 @@ class RunFolder:
                     self.writer.add_scalar(name, value, iteration)
 
     def save(self, name: str, state: dict) -> Path:
-        return save_checkpoint(state, self.path / name) if self.writes else self.path / name
+        """Write the checkpoint ``name``; a save that a full disk or Ctrl-C stops is one line that
+        says how to go on."""
+        if not self.writes:
+            return self.path / name
+        resumable = (self.path / "latest.pth").is_file()
+        then = ("then continue the run with --resume" if resumable else
+                "then run the same command again with --overwrite (nothing to resume yet)")
+        try:
+            return save_checkpoint(state, self.path / name)
+        except UserError as err:
+            raise UserError(f"{err}; {then}") from None
+        except KeyboardInterrupt as interrupt:
+            if not str(interrupt):  # not during the write itself
+                raise
+            raise KeyboardInterrupt(f"{interrupt}; {then}") from None
 
     def close(self) -> None:
         self.flush_scalars()

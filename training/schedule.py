@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from training.run_folder import RunFolder, TrainingDiverged
+from training.run_folder import DIVERGED_ADVICE, RunFolder, TrainingDiverged
 from utils.device import random_states
 from utils.distributed import Ranks
 
@@ -104,8 +104,7 @@ class Periodic:
                       if t.is_floating_point() and not bool(torch.isfinite(t).all())]
             if broken:  # e.g. BatchNorm statistics overflowed while the loss still looked finite
                 message = (f"the {key}'s {broken[0]} became non-finite by iteration {state['iteration']}; nothing "
-                           "was saved. Continue from the last good checkpoint with --resume, perhaps with a lower "
-                           "--base_lr")
+                           f"was saved; {DIVERGED_ADVICE}")
                 self.run.info(f"STOPPED: {message}")
                 raise TrainingDiverged(message)
         return state

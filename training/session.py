@@ -22,13 +22,13 @@ from torch import nn
 from tqdm import tqdm
 
 from dataloaders.batches import make_training_batches
-from dataloaders.case_lists import read_case_list, split_labeled
+from dataloaders.case_lists import check_validation_cases, read_case_list, split_labeled
 from dataloaders.check_data import check_cases
 from dataloaders.datasets import data_folder
 from training.arguments import TrainingConfig
 from training.optimization import MixedPrecision, set_lr, sgd
-from training.resume import check_resumable, restore, resume_path
-from training.run_folder import RunFolder, check_free
+from training.resume import base_lr_changes, check_resumable, check_same_data, restore, resume_path
+from training.run_folder import RunFolder, check_free, hold_run_folder
 from training.schedule import Periodic
 from training.validation import Validator
 from utils.checkpoint import build_vnet, checkpoint_state, load_checkpoint
@@ -43,12 +43,16 @@ class TrainingSession:
 
     Creating it chooses the device and seeds everything, places this process under torchrun
     (rank 0 of 1 without), and loads the checkpoint to continue from with ``--resume``
-    (checked to be a ``with_teacher`` run with the same settings); it fails early if the run
-    would overwrite another run's checkpoints. ``method`` names the progress bar."""
+    (checked to be a ``with_teacher`` run with the same settings); it fails early if another
+    run holds the run folder (its lock is held until this process ends) or if the run would
+    overwrite another run's files. ``method`` names the progress bar."""
 
     def __init__(self, config: TrainingConfig, *, method: str, with_teacher: bool):
         self.config, self.method = config, method
         run = config.run
+        self.ranks = ranks_from_environment()
+        # held until the process ends; under torchrun rank 0 holds it for all (the others write nothing)
+        self.lock = hold_run_folder(run.folder) if self.ranks.is_main else None
         self.resume_from = None
         continues = False
         if run.resume:
@@ -57,32 +61,51 @@ class TrainingSession:
                 raise UserError(f"nothing to resume: {path} does not exist (start without --resume, or pass the "
                                 "checkpoint's path with --resume PATH)")
             self.resume_from = load_checkpoint(path)
-            check_resumable(self.resume_from, path, flags=run.flags, with_teacher=with_teacher)
+            check_resumable(self.resume_from, path, flags=run.flags, with_teacher=with_teacher,
+                            method=method)
             continues = path.resolve().parent == run.folder.resolve()
         if not continues:  # a fresh run, or another run's checkpoint continued in this folder
             check_free(run.folder, run.overwrite)
         self.continues = continues
-        self.ranks = ranks_from_environment()
         self.device = self.ranks.device(select_device(config.speed.gpu))
         self.ranks.start(self.device)
         seed_everything(run.seed, config.speed.deterministic)
         self.start_iteration = self.resume_from["iteration"] if self.resume_from else 0
+        self.base_lr_changes = base_lr_changes(self.resume_from, config.schedule.base_lr) if self.resume_from else []
         self.data = data_folder(config.data.root_path, config.data.normalize)
         self.memory_format = memory_format_for(self.device, config.speed.channels_last)
         self.precision = MixedPrecision(self.device, config.speed.amp)
         self.models: dict[str, nn.Module | None] = {}
         self.run = self.batches = self.optimizer = self.periodic = None
+        self.cases: dict = {}  # the training cases and their fingerprints, once load_batches has them
 
     # --- data -----------------------------------------------------------------------------
-    def split_cases(self) -> tuple[list[str], list[str]]:
+    def split_cases(self, *, needs_unlabeled: bool = False) -> tuple[list[str], list[str]]:
         """(labeled, unlabeled) case IDs: the first --labelnum of the training list, then the
-        rest (up to --max_samples in all)."""
+        rest (up to --max_samples in all); a one-line error where the method ``needs_unlabeled``
+        cases and there are none."""
         data = self.config.data
-        return split_labeled(read_case_list(data.train_list), data.labelnum, data.max_samples)
+        labeled_ids, unlabeled_ids = split_labeled(read_case_list(data.train_list), data.labelnum, data.max_samples)
+        if needs_unlabeled and not unlabeled_ids:
+            raise UserError(f"all {len(labeled_ids)} training cases are labeled, so {self.method} has no unlabeled "
+                            "data; lower --labelnum or use train_sup.py")
+        return labeled_ids, unlabeled_ids
 
     def load_batches(self, labeled_ids: list[str], unlabeled_ids: list[str]) -> None:
         """Read and check every training case and set up the batch stream (at the resumed
-        position); ``next_batch`` draws from it."""
+        position); ``next_batch`` draws from it. A resumed run must have the cases, and case
+        files, its checkpoint was trained on; validation cases (--val_list) must be neither
+        training cases nor test cases."""
+        fingerprints = {case: self.data.fingerprint(case) for case in [*labeled_ids, *unlabeled_ids]}
+        if self.resume_from:
+            check_same_data(self.resume_from, resume_path(self.config.run.resume, self.config.run.folder),
+                            labeled_ids=labeled_ids, unlabeled_ids=unlabeled_ids, fingerprints=fingerprints)
+        self.cases = {"labeled_ids": list(labeled_ids), "unlabeled_ids": list(unlabeled_ids),
+                      "data_fingerprint": fingerprints}  # stored in every checkpoint, for --resume to compare
+        val_list = self.config.data.val_list
+        if val_list:  # before the long read of every case
+            check_validation_cases(read_case_list(val_list), val_list, training_ids=[*labeled_ids, *unlabeled_ids],
+                                   test_list=self.data.lists_dir / "test.list")
         self.batches = make_training_batches(self.data, labeled_ids, unlabeled_ids, self.config.batches,
                                              device=self.device, start_batch=self.start_iteration,
                                              rank=self.ranks.rank, world_size=self.ranks.world_size)
@@ -124,10 +147,15 @@ class TrainingSession:
     def _header(self) -> list[str]:
         """config.json, then the header lines: folder, runtime, device, precision, ranks."""
         versions = runtime_versions()
-        self.run.write_config({"args": self.config.run.flags, "runtime": versions})
+        self.run.write_config({"args": self.config.run.flags, "runtime": versions,
+                               **({"base_lr_changes": self.base_lr_changes} if self.base_lr_changes else {})})
         lines = [f"run folder {self.run.path}"]
         if self.run.replaced:
             lines.append(f"removed the earlier run's files from the folder ({', '.join(self.run.replaced)})")
+        if self.resume_from and len(self.base_lr_changes) > len(self.resume_from.get("base_lr_changes") or []):
+            change = self.base_lr_changes[-1]
+            lines.append(f"--base_lr lowered from the checkpoint's {change['from']:g} to {change['to']:g} after "
+                         f"iteration {change['iteration']}")
         lines.append("runtime " + ", ".join(f"{k} {v}" for k, v in versions.items()))
         device, ranks = self.device, self.ranks
         if device.type == "cpu":
@@ -182,15 +210,17 @@ class TrainingSession:
                                  batches=self.batches, start=self.start_iteration, best_score=best, ranks=self.ranks)
 
     # --- the loop -----------------------------------------------------------------------------
-    def iterations(self):
-        """The iterations still to run (0-based), each with its learning rate set, under a
-        progress bar (none when piped, none on ranks other than 0)."""
+    def iterations(self, lr_at=None):
+        """The iterations still to run (0-based), each with its learning rate set (``lr_at(iteration)``,
+        default the schedule's step decay), under a progress bar (none when piped, none on ranks
+        other than 0)."""
         schedule = self.config.schedule
+        lr_at = lr_at or schedule.lr_at
         progress = tqdm(range(self.start_iteration, schedule.max_iterations), desc=self.method,
                         initial=self.start_iteration, total=schedule.max_iterations, dynamic_ncols=True,
                         disable=None if self.ranks.is_main else True)
         for iteration in progress:
-            self.lr = schedule.lr_at(iteration)
+            self.lr = lr_at(iteration)
             set_lr(self.optimizer, self.lr)
             yield iteration
             if self.periodic.last:
@@ -211,12 +241,16 @@ class TrainingSession:
         """Log ``scalars`` (and the learning rate), validate the student, save checkpoints, as
         the schedule says."""
         def state():
-            return checkpoint_state(iteration, flags=self.config.run.flags, num_classes=self.data.num_classes,
-                                    student=self.models["student"], teacher=self.models["teacher"],
-                                    optimizer=self.optimizer, scaler=self.precision.scaler)
+            return {**checkpoint_state(iteration, flags=self.config.run.flags, num_classes=self.data.num_classes,
+                                       student=self.models["student"], teacher=self.models["teacher"],
+                                       optimizer=self.optimizer, scaler=self.precision.scaler, cases=self.cases,
+                                       base_lr_changes=self.base_lr_changes),
+                    "method": self.method}  # --resume refuses another method's checkpoint
 
         self.periodic.after(iteration, {**scalars, "train/lr": self.lr}, state, self.models["student"])
 
     def close(self) -> None:
         self.run.close()
         self.ranks.close()
+        if self.lock:
+            self.lock.release()

@@ -3,9 +3,15 @@ or full disk while saving never harms the last good file), reading it, and rebui
 
 A checkpoint is one dict: ``iteration`` (iterations done), ``network`` (the VNet's
 configuration), ``student`` and ``teacher`` weights (``teacher`` None for labeled-only runs),
-``optimizer`` and ``scaler`` state, ``args`` (every flag of the run); the training schedule
-adds ``random_states`` (and ``rank_random_states`` under torchrun) and ``best_val_dice``.
+``optimizer`` and ``scaler`` state, ``args`` (every flag of the run); what decides the data,
+which ``--resume`` compares: ``labeled_ids`` and ``unlabeled_ids`` (the training cases in
+order) and ``data_fingerprint`` ({case ID: its files' sizes and a hash of their first and last
+64 KiB}); ``base_lr_changes`` (each lowering of ``--base_lr`` on a resume: iteration, from,
+to). The training schedule adds ``random_states`` (and ``rank_random_states`` under torchrun)
+and ``best_val_dice``, the training session the ``method`` that wrote it. Checkpoints from
+before a key was added lack it.
 """
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -26,16 +32,21 @@ def build_vnet(num_classes: int, device: torch.device, memory_format=torch.conti
 
 
 def checkpoint_state(iteration: int, *, flags: dict, num_classes: int, student: nn.Module,
-                     teacher: nn.Module | None, optimizer: torch.optim.Optimizer, scaler) -> dict:
-    """What a checkpoint holds after ``iteration`` (0-based) of a run with ``flags``; the
-    schedule adds the random states."""
+                     teacher: nn.Module | None, optimizer: torch.optim.Optimizer, scaler, cases: dict | None = None,
+                     base_lr_changes: list = ()) -> dict:
+    """What a checkpoint holds after ``iteration`` (0-based) of a run with ``flags``; ``cases``
+    holds ``labeled_ids``, ``unlabeled_ids`` and ``data_fingerprint``. The schedule adds the
+    random states."""
     return {"iteration": iteration + 1, "network": {**VNET_CONFIG, "n_classes": num_classes},
             "student": student.state_dict(), "teacher": teacher.state_dict() if teacher is not None else None,
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "args": flags}
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "args": flags, **(cases or {}),
+            "base_lr_changes": list(base_lr_changes)}
 
 
 def save_checkpoint(state: dict, path) -> Path:
-    """Write ``state`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
+    """Write ``state`` to a temporary file beside ``path``, flush it to disk, then rename it over
+    ``path``. A full disk (or file-size limit) and Ctrl-C while writing leave ``path`` as it was and
+    end in one line (a ``UserError``; a ``KeyboardInterrupt`` with its message)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -45,14 +56,27 @@ def save_checkpoint(state: dict, path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"could not write checkpoint {path}: {err.strerror or err}; "
-                        "free disk space or choose another run folder (the previous checkpoint is intact)") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        # torch.save turns an error of the file's write() into a RuntimeError ("[enforce fail at
+        # inline_container.cc ...]"), with the original error as its context
+        cause = err.__context__ if isinstance(err, RuntimeError) else err
+        if isinstance(cause, (OSError, KeyboardInterrupt)):
+            raise _save_failure(cause, path) from None
         raise
     return path
+
+
+def _save_failure(cause: BaseException, path: Path) -> BaseException:
+    """The one-line error for a save of ``path`` that ``cause`` (an OSError, or Ctrl-C) stopped."""
+    before = f"the previous {path.name} is intact" if path.is_file() else f"no earlier {path.name} was there"
+    if isinstance(cause, KeyboardInterrupt):
+        return KeyboardInterrupt(f"interrupted while writing checkpoint {path}; {before} (the partial file is removed)")
+    what = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+            errno.EFBIG: "file size limit reached"}.get(cause.errno, "could not write")
+    fix = ("raise the file size limit (ulimit -f)" if cause.errno == errno.EFBIG else
+           "free space or choose a folder on another disk")
+    return UserError(f"{what} while writing checkpoint {path} ({cause.strerror or cause}); {before}; {fix}")
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -100,7 +124,26 @@ def load_network(checkpoint: dict, path: Path, *, teacher: bool, num_classes: in
                         "pick the checkpoint trained on this dataset")
     try:
         model = VNet(**config)
-        model.load_state_dict(weights)
-    except (RuntimeError, TypeError, ValueError) as err:
-        raise UserError(f"{path} does not match the network: {str(err).strip().splitlines()[0]}") from None
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{path}: its network entry {config} does not describe a VNet ({err})") from None
+    problems = _weight_mismatches(weights, model.state_dict())
+    if problems:
+        raise UserError(f"{path} does not match the network it describes ("
+                        + ", ".join(f"{k} {v}" for k, v in config.items()) + f"): {'; '.join(problems)}; "
+                        "pass an unmodified checkpoint of this repository's training scripts")
+    model.load_state_dict(weights)
     return model.to(device, memory_format=memory_format).eval()
+
+
+def _weight_mismatches(weights: dict, expected: dict) -> list[str]:
+    """What differs between a checkpoint's weights and the network's, each part with an example
+    (torch's own message is one line per tensor, hundreds of lines)."""
+    shapes = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    parts = [f"{len(shapes)} of its {len(weights)} weights have another shape (e.g. {shapes[0]}: "
+             f"{tuple(weights[shapes[0]].shape)} in the file, {tuple(expected[shapes[0]].shape)} in the network)"
+             ] if shapes else []
+    parts += [f"{len(missing)} are missing (e.g. {missing[0]})"] if missing else []
+    parts += [f"{len(unexpected)} are not in the network (e.g. {unexpected[0]})"] if unexpected else []
+    return parts

@@ -78,3 +78,8 @@ def copy_paste_loss(logits: torch.Tensor, outside_target: torch.Tensor, inside_t
     cross_entropy = (outside_weight * masked_cross_entropy(logits, outside_target, batch_mask)
                      + inside_weight * masked_cross_entropy(logits, inside_target, inside))
     return (dice + cross_entropy) / 2
+
+
+def whole_patch_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(cross-entropy + Dice loss over every class) / 2 on the whole patch: BCP's pre-training loss."""
+    return (F.cross_entropy(logits.float(), target.long()) + masked_dice_loss(logits, target)) / 2

@@ -1,4 +1,5 @@
 """Choosing the device, seeding, and describing the runtime for the run header."""
+import ctypes
 import os
 import random
 import warnings
@@ -6,12 +7,52 @@ import warnings
 import numpy as np
 import torch
 
+from utils.errors import UserError
+
+CPU_CHOICES = ("", "-1")  # --gpu values that ask for the CPU (CUDA_VISIBLE_DEVICES hiding every GPU)
+
 
 def select_device(gpu: str) -> torch.device:
-    """Make only the GPUs named in ``gpu`` ("0", "0,1") visible and return the first,
-    or the CPU when CUDA is unavailable. Must run before anything touches CUDA."""
+    """Make only the GPUs named in ``gpu`` ("0", "0,1") visible and return the first, or the CPU
+    where there is no GPU (or ``gpu`` is "-1"). A ``gpu`` naming GPUs this machine does not have is
+    a ``UserError``: CUDA would hide every GPU and the run would train on the CPU unasked. Must
+    run before anything touches CUDA."""
     os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if gpu.strip() in CPU_CHOICES:
+        return torch.device("cpu")
+    available = torch.cuda.is_available()
+    problem = gpu_problem(gpu, cuda_devices=torch.cuda.device_count() if available else 0,
+                          machine_gpus=gpus_on_this_machine())
+    if problem:
+        raise UserError(problem)
+    return torch.device("cuda") if available else torch.device("cpu")
+
+
+def gpu_problem(gpu: str, *, cuda_devices: int, machine_gpus: int) -> str | None:
+    """Why ``--gpu`` cannot be honoured, or None: it names more GPUs than the ``cuda_devices``
+    CUDA finds with ``CUDA_VISIBLE_DEVICES=gpu`` (CUDA drops an index that does not exist and
+    every one after it) on a machine with GPUs (``machine_gpus``, as the driver counts them). On
+    a machine without any, the CPU is the answer whatever ``gpu`` says."""
+    named = [entry for entry in gpu.split(",") if entry.strip()]
+    if cuda_devices >= len(named) or max(cuda_devices, machine_gpus) == 0:
+        return None
+    have = max(cuda_devices, machine_gpus)
+    return (f"--gpu {gpu} names GPU(s) this machine does not have: CUDA finds {cuda_devices} of the "
+            f"{len(named)} named, and the machine has {have} GPU(s), numbered from 0; pass indices below {have}, "
+            "or --gpu -1 to train on the CPU")
+
+
+def gpus_on_this_machine() -> int:
+    """The GPUs the NVIDIA driver knows (whatever CUDA_VISIBLE_DEVICES says), asked through
+    NVML so that CUDA is not started; 0 without a driver."""
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        count = ctypes.c_uint(0)
+        if nvml.nvmlInit_v2() != 0 or nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) != 0:
+            return 0
+        return int(count.value)
+    except (OSError, AttributeError):  # no driver library, or one without these calls
+        return 0
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -2,6 +2,7 @@
 naming the case and its file, all at once, before any training; a clean dataset gives a short
 report."""
 import re
+import shutil
 from pathlib import Path
 
 import h5py
@@ -12,6 +13,7 @@ from conftest import run_script, write_case
 from dataloaders.check_data import DataProblems, check_cases, data_report
 from dataloaders.datasets import data_folder
 from dataloaders.la_heart import case_path
+from utils.errors import UserError
 
 MT, SUP = "train_mean_teacher.py", "train_sup.py"
 SHAPES = {"clean_a": (32, 32, 16), "clean_b": (40, 36, 20)}
@@ -176,7 +178,7 @@ def test_label_values_beyond_uint8_are_reported(tmp_path):
 # ------------------------------------------------------------------ the scripts
 def check_data_args(base, train_list="train.list", *extra):
     return ["--dataset_name", "LA", "--root_path", base / "volumes", "--train_list", base / train_list,
-            "--labelnum", "1", "--check_data", *extra]
+            "--labelnum", "1", "--patch_size", "32", "32", "16", "--check_data", *extra]  # a patch the cases fit
 
 
 @pytest.mark.parametrize("script", [MT, SUP])
@@ -220,3 +222,33 @@ def test_list_with_blank_lines_spaces_and_crlf(clean):
     assert b"\r\n" in raw and b"  \t" in raw and b"\r\n\r\n" in raw  # the fixture is really messy
     from dataloaders.case_lists import read_case_list
     assert read_case_list(clean / "train.list") == list(SHAPES)
+
+
+# ------------------------------------------------------------------ the data folder itself (issue 20)
+def test_a_2d_case_is_one_problem_line_not_a_traceback(tmp_path):
+    """Before: a 2D image passed the check and broke the patch check and the data report."""
+    clean_case(tmp_path, "clean_a", SHAPES["clean_a"], 8)
+    write_case(tmp_path, "flat", np.ones((32, 32), np.float32), np.zeros((32, 32), np.uint8))
+    with pytest.raises(DataProblems) as info:
+        check_cases(data_folder(tmp_path), ["clean_a", "flat"])
+    assert info.value.problems == [f"case flat: {case_path(tmp_path, 'flat')}: expected a 3D volume (X, Y, Z), "
+                                   "got shape (32, 32)"]
+
+
+def test_an_msd_folder_without_dataset_json_says_so(tmp_path):
+    """Before: read as the h5 layout, it ended in "case list not found: .../train.list"."""
+    (tmp_path / "imagesTr").mkdir()
+    with pytest.raises(UserError, match=r"has an imagesTr/ folder \(the MSD / nnU-Net layout\) but no dataset.json"):
+        data_folder(tmp_path)
+
+
+def test_a_fingerprint_follows_the_files_not_their_place(tmp_path):
+    """--resume compares these: a copied folder matches, another scan under the same ID does not."""
+    clean_case(tmp_path / "a", "clean_a", SHAPES["clean_a"], 8)
+    clean_case(tmp_path / "a", "clean_b", SHAPES["clean_b"], 8)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    first, copy = data_folder(tmp_path / "a"), data_folder(tmp_path / "b")
+    assert first.fingerprint("clean_a") == copy.fingerprint("clean_a") != first.fingerprint("clean_b")
+    shutil.copy(case_path(tmp_path / "a", "clean_b"), case_path(tmp_path / "b", "clean_a"))
+    assert copy.fingerprint("clean_a") != first.fingerprint("clean_a")
+    assert first.fingerprint("missing") == ""

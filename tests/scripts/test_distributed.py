@@ -112,9 +112,12 @@ def test_bad_environment_is_a_user_error(monkeypatch):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp_data")
-    volumes = generate_dataset(out, num_train=10, num_test=2, size=(56, 56, 32))
-    return ["--dataset_name", "Synthetic", "--root_path", str(volumes), "--val_list", str(out / "test.list"),
-            "--val_every", "3", "--train_list", str(out / "train.list")]
+    volumes = generate_dataset(out, num_train=12, num_test=2, size=(56, 56, 32))
+    ids = (out / "train.list").read_text().split()  # validation cases apart from training and test cases
+    (out / "dev_train.list").write_text("\n".join(ids[:10]) + "\n")
+    (out / "dev_val.list").write_text("\n".join(ids[10:]) + "\n")
+    return ["--dataset_name", "Synthetic", "--root_path", str(volumes), "--val_list", str(out / "dev_val.list"),
+            "--val_every", "3", "--train_list", str(out / "dev_train.list")]
 
 
 def torchrun(script, args, cwd, probe_dir=None, timeout=300) -> subprocess.CompletedProcess:
@@ -233,7 +236,7 @@ def test_labeled_only_under_torchrun(data, tmp_path):
 def test_inference_splits_cases_over_ranks(data, mt_run):
     cwd, _, _ = mt_run
     flags = [*data[:4], "--test_list", data[-1], "--exp", "ddp", "--labelnum", LABELNUM, "--model", "MT",
-             "--patch_size", "32", "32", "16"]
+             "--patch_size", "32", "32", "16", "--allow_overlap"]  # the training cases, to have 10 of them
     single = subprocess.run([sys.executable, str(REPO / "inference.py"), *map(str, flags), "--out", "one"], cwd=cwd,
                             env=script_env(), capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr

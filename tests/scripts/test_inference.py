@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +53,9 @@ def crop_around_label(image, label, shape):
 @pytest.fixture(scope="module")
 def small(syn, tmp_path_factory):
     """Small cases (one or two 32 x 32 x 16 windows) for quick runs: two cut from the synthetic
-    test cases (one narrower than the patch, so padded), one with an empty label, one with a
-    label value 3 (outside the two classes); and case lists."""
+    test cases (one narrower than the patch, so padded), one with an empty label; broken ones:
+    a label value 3 (outside the two classes), NaN and inf image voxels, a 2D volume; and case
+    lists."""
     out = tmp_path_factory.mktemp("small")
     root = out / "volumes"
     image, label = read_case(syn.root, syn.test_ids[0])
@@ -64,9 +66,16 @@ def small(syn, tmp_path_factory):
     bad = np.zeros((32, 32, 16), np.uint8)
     bad[10:20, 10:20, 5:10] = 3
     write_case(root, "bad_label", empty_image, bad)
+    fit_image, fit_label = crop_around_label(image, label, (32, 32, 16))
+    nan_image = fit_image.copy()
+    nan_image[:8, :8, :4] = np.nan  # 256 NaN voxels and one infinite
+    nan_image[20, 20, 10] = np.inf
+    write_case(root, "nan", nan_image, fit_label)
+    write_case(root, "flat", fit_image[:, :, 8], fit_label[:, :, 8])  # a 2D slice
     lists = {}
     for name, ids in {"good": ["fit", "narrow"], "with_empty": ["fit", "empty_gt"], "bad_label": ["bad_label"],
-                      "missing": ["fit", "ghost_1", "ghost_2"]}.items():
+                      "missing": ["fit", "ghost_1", "ghost_2"], "nan": ["fit", "nan"],
+                      "all_bad": ["fit", "nan", "flat", "bad_label"]}.items():
         lists[name] = out / f"{name}.list"
         lists[name].write_text("\n".join(ids) + "\n")
     return root, lists
@@ -352,7 +361,7 @@ BAD = {
     "wrong classes": (lambda t, d: ["--checkpoint", checkpoint_with(t, d / "c3.pth", {"n_classes": 3})], "3 classes"),
     "wrong channels": (lambda t, d: ["--checkpoint", checkpoint_with(t, d / "ch2.pth", {"n_channels": 2})], "2 input channels"),
     "weights do not fit": (lambda t, d: ["--checkpoint", checkpoint_with(t, d / "f8.pth", {}, {"n_filters": 8})],
-                           "does not match the network"),
+                           "175 of its 205 weights have another shape (e.g. enc1.0.weight: (8, 1, 3, 3, 3) in the file"),
     "missing checkpoint": (lambda t, d: ["--checkpoint", d / "nothing.pth"], "checkpoint not found"),
     "missing iteration": (lambda t, d: ["--iteration", "99"], "iter_99.pth"),
     "no best model": (lambda t, d: ["--use_best"], "best_model.pth"),
@@ -386,17 +395,165 @@ def test_bad_input_is_one_line(case, trained, small, monkeypatch, capsys, tmp_pa
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
 
 
-@pytest.mark.parametrize("list_name, expected", [("missing", "2 case(s)"), ("bad_label", "label value 3")])
-def test_bad_data_is_one_line(list_name, expected, trained, small, monkeypatch, capsys, tmp_path):
-    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small, list_name), "--out", tmp_path])
+def test_missing_cases_are_one_line(trained, small, monkeypatch, capsys, tmp_path):
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small, "missing"), "--out", tmp_path])
     assert code == 2
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
-    if list_name == "missing":
-        assert "ghost_1, ghost_2" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: 2 case(s)") and "ghost_1, ghost_2" in lines[0], err
+
+
+def test_a_wrong_flag_is_one_line(trained, small, monkeypatch, capsys):
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small), "--overwrite_all"])
+    assert code == 2
+    assert err.strip().splitlines() == ["error: unrecognized arguments: --overwrite_all (see inference.py --help)"]
 
 
 def test_bad_input_in_a_subprocess_has_no_traceback(trained, small):
     proc = run_script("inference.py", [*small_args(small), "--checkpoint", "no/such.pth"], trained)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: checkpoint not found: no/such.pth"]
+
+
+# --------------------------------------------------------------------------- #
+# no silent wrong number, no lost work (issue 20)
+# --------------------------------------------------------------------------- #
+def predictions_made(monkeypatch):
+    """The case images that reach the sliding window, recorded as inference.py runs."""
+    seen = []
+    predict = inference.sliding_window_predict
+    monkeypatch.setattr(inference, "sliding_window_predict",
+                        lambda model, image, *a, **k: seen.append(image) or predict(model, image, *a, **k))
+    return seen
+
+
+def files_of(folder):
+    """Every file under ``folder`` with its bytes (the lock and staging folder included)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_nan_image_voxels_are_refused_before_any_prediction(trained, small, monkeypatch, capsys, tmp_path):
+    """Scored with exit 0 before (a Dice 6 points low on a synthetic case with a NaN block)."""
+    seen = predictions_made(monkeypatch)
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small, "nan"), "--out", tmp_path / "out"])
+    assert code == 2 and not seen
+    assert err.strip().splitlines() == ["error: 1 problem(s) in the data:",
+                                        f"  case nan: 257 image voxel(s) are NaN or infinite in "
+                                        f"{small[0] / 'nan' / 'mri_norm2.h5'}"]
+    assert not (tmp_path / "out").exists()  # nothing written, not even an empty folder
+
+
+def test_every_bad_case_is_reported_at_once(trained, small, monkeypatch, capsys, tmp_path):
+    """A 2D volume was a traceback in the sliding window; a bad label stopped the loop after the
+    cases before it. Now: one line per problem, naming the case and file, before any prediction."""
+    seen = predictions_made(monkeypatch)
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small, "all_bad"), "--out", tmp_path])
+    assert code == 2 and not seen and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[0] == "error: 3 problem(s) in the data:" and len(lines) == 4, err
+    for line, case_id, what in zip(lines[1:], ("nan", "flat", "bad_label"),
+                                   ("NaN or infinite", "expected a 3D volume", "label value(s) 3 outside")):
+        assert line.startswith(f"  case {case_id}: ") and what in line and f"{case_id}/mri_norm2.h5" in line, line
+
+
+def test_training_cases_are_refused_or_flagged(trained, syn, monkeypatch, capsys, tmp_path):
+    """Scored with no word before. The run trained on syn.train_ids (2 labeled, 4 unlabeled)."""
+    root = tmp_path / "volumes"  # one-window crops of a test case and of an unlabeled training case, under their IDs
+    for case_id in (syn.test_ids[0], syn.train_ids[3]):
+        write_case(root, case_id, *crop_around_label(*read_case(syn.root, case_id), (32, 32, 16)))
+    mixed = tmp_path / "mixed.list"
+    mixed.write_text(f"{syn.test_ids[0]}\n{syn.train_ids[3]}\n")
+    args = ["--dataset_name", "Synthetic", "--labelnum", "2", "--root_path", root, "--test_list", mixed, *WINDOWS]
+    seen = predictions_made(monkeypatch)
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*args, "--out", tmp_path / "refused"])
+    lines = err.strip().splitlines()
+    assert code == 2 and not seen and len(lines) == 1, err
+    assert lines[0].startswith(f"error: 1 of the 2 cases of {mixed} were trained on (e.g. {syn.train_ids[3]}, one "
+                               "of the 2 labeled and 4 unlabeled cases")
+    assert "--allow_overlap" in lines[0] and not (tmp_path / "refused").exists()
+
+    code, stdout, err = run_in_process(monkeypatch, capsys, trained,
+                                       [*args, "--allow_overlap", "--out", tmp_path / "a"])
+    assert code == 0, err
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["overlap_with_training"] == [syn.train_ids[3]] and summary["flags"]["allow_overlap"] is True
+    warning = (f"warning: 1 of the 2 cases were trained on, so these scores are not held out (--allow_overlap): "
+               f"{syn.train_ids[3]}")
+    table_end = stdout.strip().splitlines()[-2]  # the last line says where the files went
+    assert table_end == warning and (tmp_path / "a" / "log.txt").read_text().strip().splitlines()[-2] == warning
+
+    # an old checkpoint whose training list is not on this machine: said, not refused
+    checkpoint = load_checkpoint(run_folder(trained) / "iter_2.pth")
+    for key in ("labeled_ids", "unlabeled_ids"):
+        checkpoint.pop(key, None)
+    checkpoint["args"] = {**checkpoint["args"], "train_list": "/elsewhere/train.list"}
+    torch.save(checkpoint, tmp_path / "moved.pth")
+    code, stdout, err = run_in_process(monkeypatch, capsys, trained,
+                                       [*args, "--checkpoint", tmp_path / "moved.pth", "--out", tmp_path / "u"])
+    assert code == 0, err
+    summary = json.loads((tmp_path / "u" / "summary.json").read_text())
+    reason = "the checkpoint's training list /elsewhere/train.list is not on this machine"
+    assert summary["overlap_with_training"] is None and summary["training_cases"] == reason
+    assert f"overlap with the training cases not checked: {reason}" in stdout.strip().splitlines()[-2]
+    assert f"overlap with the training cases not checked: {reason}" in (tmp_path / "u" / "log.txt").read_text()
+
+
+def test_a_finished_evaluation_is_kept_unless_overwrite(trained, small, monkeypatch, capsys, tmp_path):
+    """Before: a bad second case left the new log.txt beside the old metrics.csv and summary.json,
+    and any new evaluation replaced a finished one without a word."""
+    out = tmp_path / "test"
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small), "--save_png", "--out", out])
+    assert code == 0, err
+    finished = files_of(out)
+    assert {"log.txt", "metrics.csv", "summary.json", "fit_overlay.png"} <= set(finished)
+
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small, "with_empty"), "--out", out])
+    assert code == 2 and files_of(out) == finished
+    assert err.strip().splitlines() == [f"error: {out} holds a finished evaluation (summary.json); pass --overwrite "
+                                        "to replace it, or choose another folder with --out"]
+    # with --overwrite, bad data (a bad second case included) is refused before the folder is touched
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small, "all_bad"), "--overwrite",
+                                                                 "--out", out])
+    assert code == 2 and "3 problem(s)" in err and files_of(out) == finished
+
+    code, stdout, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small, "with_empty"),
+                                                                      "--overwrite", "--out", out])
+    assert code == 0, err
+    assert f"replacing a finished evaluation in {out} once this evaluation has finished" in stdout
+    assert [r["case"] for r in read_csv(out / "metrics.csv")] == ["fit", "empty_gt"]
+    assert sorted(p.name for p in out.iterdir()) == ["log.txt", "metrics.csv", "summary.json"]  # no old picture
+
+
+def test_a_second_evaluation_waits_its_turn_and_a_killed_one_loses_nothing(trained, syn, small, monkeypatch, capsys,
+                                                                           tmp_path):
+    """Before: two evaluations into one folder both ran (exit 0, their log lines interleaved in
+    one log.txt), and a killed one left its files beside the earlier evaluation's."""
+    out = tmp_path / "test"
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small), "--out", out])
+    assert code == 0, err
+    finished = files_of(out)
+    slow = ["--stride_xy", "4", "--stride_z", "4"]  # hundreds of windows per case: still running when killed
+    first = subprocess.Popen([sys.executable, str(REPO / "inference.py"), "--dataset_name", "Synthetic",
+                              "--labelnum", "2", "--root_path", str(syn.root), "--test_list", str(syn.test_list),
+                              "--patch_size", "32", "32", "16", *slow, "--overwrite", "--out", str(out)],
+                             cwd=trained, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        staged_log = out / ".incomplete" / "log.txt"
+        deadline = time.monotonic() + 120
+        while not (staged_log.is_file() and staged_log.read_text().startswith("evaluating")):
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline, "the first evaluation did not start"
+            time.sleep(0.1)
+        code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small), "--overwrite", "--out", out])
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert lines[0].startswith(f"error: {out} is in use by another evaluation (PID {first.pid} on ")
+    finally:
+        first.kill()  # SIGKILL: no clean-up at all
+        first.wait()
+    assert {k: v for k, v in files_of(out).items() if not k.startswith(".")} == finished
+    code, _, err = run_in_process(monkeypatch, capsys, trained, [*small_args(small, "with_empty"), "--overwrite",
+                                                                 "--out", out])
+    assert code == 0, err  # the dead process's lock is taken over, its staged files dropped
+    assert sorted(p.name for p in out.iterdir()) == ["log.txt", "metrics.csv", "summary.json"]
+    assert [r["case"] for r in read_csv(out / "metrics.csv")] == ["fit", "empty_gt"]

@@ -1,6 +1,7 @@
 """reproduce.py: the grid runs, evaluates the last checkpoints, aggregates over seeds, skips
 finished runs, resumes unfinished ones, and refuses evaluation cases it trained on."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -42,7 +43,9 @@ def ok(proc):
 
 def test_every_run_is_trained_and_its_last_checkpoint_evaluated(grid):
     cwd, _, first, out = grid
-    assert "4 runs: SUP, MT x labelnum [2] of 8 training cases x seeds [1, 2]" in first.stdout
+    assert "4 runs: SUP, MT x labelnum [2] (25 %) of 8 training cases x seeds [1, 2]" in first.stdout
+    # the evaluation list is the test list here, which training refuses to validate on
+    assert "no validation curve (the evaluation cases are test cases)" in first.stdout
     assert "2 at a time" in first.stdout
     assert first.stdout.count("training (start)") == 3 and first.stdout.count("training (resume)") == 1
     resumed = cwd / "model" / "Synthetic_repro4_s2_2_labeled" / "MT"
@@ -211,6 +214,12 @@ def test_a_start_interrupted_before_its_first_save_is_started_again(grid):
     (["--seeds", "-1"], "--seeds must be between 0 and 2**32 - 1"),
     (["--val_every", "0"], "--val_every must be at least 1"),
     (["--out", "a_file"], "is a file"),
+    # before: a shlex traceback, and the whole usage before the error line
+    (["--train_args", "--exp 'unclosed"], "--train_args \"--exp 'unclosed\" cannot be read as flags (No closing "
+                                          "quotation); close the quote"),
+    (["--mt_args", '"--consistency 1'], "--mt_args"),
+    (["--bogus"], "error: unrecognized arguments: --bogus (see reproduce.py --help)"),
+    (["--methods", "UAMTX"], "argument --methods: invalid choice: 'UAMTX'"),
 ])
 def test_bad_grid_flags_are_one_error_line(grid, flags, message):
     cwd, _, _, _ = grid
@@ -227,3 +236,41 @@ def test_a_missing_synthetic_folder_is_refused_not_generated_beside_it(tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "data folder not found" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing is written for a path the user gave"
+
+
+@pytest.mark.parametrize("cases, expected", [(80, "[8, 16] (10 %, 20 %) of 80 training cases"),
+                                             (64, "[6, 13] (9.38 %, 20.3 %) of 64 training cases")])
+def test_default_label_counts_follow_the_training_list(tmp_path, cases, expected):
+    """About 10 % and 20 % of the training list: the published 8 and 16 of train.list's 80 LA
+    cases. Before: 6 and 13 whatever the list (7.5 % and 16 % of 80)."""
+    (tmp_path / "LA" / "cases").mkdir(parents=True)
+    (tmp_path / "LA" / "train.list").write_text("\n".join(f"case{i:03d}" for i in range(cases)) + "\n")
+    (tmp_path / "LA" / "test.list").write_text("\n".join(f"test{i:03d}" for i in range(20)) + "\n")
+    proc = ok(reproduce(["--dataset_name", "LA", "--root_path", tmp_path / "LA" / "cases", "--seeds", "1",
+                         "--dry_run"], tmp_path))
+    assert f"x labelnum {expected} x seeds [1]" in proc.stdout, proc.stdout
+    labelnums = set(re.findall(r"train_sup\.py .*--labelnum (\d+)", proc.stdout))
+    assert labelnums == set(expected[1:expected.index("]")].split(", "))
+    assert "--val_list" not in proc.stdout, "the test list is never a validation list"
+
+
+def test_a_run_folder_with_results_is_never_replaced_only_an_interrupted_start(grid, tmp_path):
+    """A start passes --overwrite only over what an interrupted start leaves (its log, before
+    any latest.pth). Before: it passed --overwrite over any folder without latest.pth, so the
+    log, scalars and evaluations of a run whose checkpoints were deleted went without a word."""
+    cwd, args, _, _ = grid
+    at = args.index("--out")
+    dry = [*args[:at], "--out", tmp_path / "res", *args[at + 2:], "--methods", "SUP", "--dry_run"]
+    interrupted = cwd / "model" / "Synthetic_repro4_s21_2_labeled" / "SUP"
+    interrupted.mkdir(parents=True)
+    for name in ("log.txt", "config.json", "scalars.csv", "best_model.pth"):
+        (interrupted / name).write_text("an interrupted start")
+    finished = cwd / "model" / "Synthetic_repro4_s22_2_labeled" / "SUP"
+    (finished / "test").mkdir(parents=True)
+    for name in ("log.txt", "config.json", "scalars.csv", "reproduce.json", "test/summary.json"):
+        (finished / name).write_text("{}")
+    proc = ok(reproduce([*dry, "--seeds", "21", "22"], cwd))
+    commands = {seed: line for line in proc.stdout.splitlines() for seed in ("21", "22")
+                if f"SUP_2_s{seed}:" in line and "train_sup.py" in line}
+    assert commands["21"].endswith("--overwrite"), commands
+    assert "--overwrite" not in commands["22"], commands

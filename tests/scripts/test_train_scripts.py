@@ -5,12 +5,17 @@ import math
 import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, log_lines, read_scalars, run_script
+from conftest import REPO, TINY, log_lines, read_scalars, run_script, script_env, write_case
 from networks.vnet import VNet
 from utils.checkpoint import load_checkpoint
 from utils.device import precision_text
@@ -44,17 +49,25 @@ FULL = [*TINY, "--max_iterations", "4", "--save_every", "3", "--snapshot_every",
         "--val_every", "2"]
 
 
+def dev_split(syn, cwd) -> list:
+    """The flags of a development split written into ``cwd``: the first 4 training cases to
+    train on, the last 2 to validate on (the test list may not be a validation list)."""
+    (cwd / "dev_train.list").write_text("\n".join(syn.train_ids[:4]) + "\n")
+    (cwd / "dev_val.list").write_text("\n".join(syn.train_ids[4:]) + "\n")
+    return [*data_args(syn), "--train_list", cwd / "dev_train.list", "--val_list", cwd / "dev_val.list"]
+
+
 @pytest.fixture(scope="module")
 def mt_run(syn, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("mt")
-    proc = run_script(MT, [*data_args(syn), *FULL, "--val_list", syn.test_list], cwd)
+    proc = run_script(MT, [*dev_split(syn, cwd), *FULL], cwd)
     return proc, run_dir(cwd, "MT")
 
 
 @pytest.fixture(scope="module")
 def sup_run(syn, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("sup")
-    proc = run_script(SUP, [*data_args(syn), *FULL, "--val_list", syn.test_list, "--amp", "1"], cwd)
+    proc = run_script(SUP, [*dev_split(syn, cwd), *FULL, "--amp", "1"], cwd)
     return proc, run_dir(cwd, "SUP")
 
 
@@ -195,7 +208,9 @@ def spaces_run(syn, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("spaces")
     data = cwd / "my data"
     shutil.copytree(syn.out, data)
-    args = ["--dataset_name", "Synthetic", "--root_path", "my data/volumes", "--val_list", "my data/test.list",
+    (data / "train.list").write_text("\n".join(syn.train_ids[:4]) + "\n")
+    (data / "val.list").write_text("\n".join(syn.train_ids[4:]) + "\n")
+    args = ["--dataset_name", "Synthetic", "--root_path", "my data/volumes", "--val_list", "my data/val.list",
             "--exp", "with space", *TINY, "--max_iterations", "2", "--val_every", "2", "--save_every", "2"]
     return run_script(MT, args, cwd), run_dir(cwd, "MT", exp="with space")
 
@@ -259,6 +274,23 @@ def bad_lists(tmp_path, syn):
     ids = syn.train_ids
     (tmp_path / "missing_case.list").write_text("\n".join([ids[0], "ghost_case", *ids[1:]]) + "\n")
     (tmp_path / "twice.list").write_text("\n".join([*ids, ids[1]]) + "\n")
+    (tmp_path / "some_train.list").write_text("\n".join(ids[:4]) + "\n")
+    (tmp_path / "val_with_a_test_case.list").write_text(f"{ids[5]}\n{syn.test_ids[0]}\n")
+
+
+def flat_case_folder(tmp_path, syn) -> list:
+    """The synthetic cases with a 2D image and label (one slice) in place of the second case."""
+    root = tmp_path / "flat" / "volumes"
+    shutil.copytree(syn.root, root)
+    image = np.zeros((64, 64), np.float32)
+    write_case(root, syn.train_ids[1], image, image.astype(np.uint8))
+    return ["--dataset_name", "Synthetic", "--root_path", root, "--train_list", syn.train_list]
+
+
+def msd_folder_without_json(tmp_path, syn) -> list:
+    (tmp_path / "msd" / "imagesTr").mkdir(parents=True)
+    (tmp_path / "msd" / "labelsTr").mkdir()
+    return ["--dataset_name", "Hippocampus", "--root_path", tmp_path / "msd"]
 
 
 BAD_INPUT = {
@@ -309,6 +341,28 @@ BAD_INPUT = {
     "crop_margin as large as the patch": (SUP, lambda t, s: [*data_args(s), *TINY, "--crop_margin", "0", "0", "16"],
                                           ["--crop_margin", "less than the patch", "0 0 16"]),
     "batch_size 0": (SUP, lambda t, s: [*data_args(s), *TINY, "--batch_size", "0"], ["--batch_size"]),
+    # before: tracebacks, a misleading message, or the 26-line usage first (issue 20)
+    "2D volume": (MT, lambda t, s: [*flat_case_folder(t, s), *TINY], ["1 problem(s) in the data",
+                                                                     "expected a 3D volume (X, Y, Z)", "(64, 64)"]),
+    "2D volume check_data": (SUP, lambda t, s: [*flat_case_folder(t, s), *TINY, "--check_data"],
+                             ["expected a 3D volume"]),
+    "MSD folder without dataset.json": (MT, lambda t, s: [*msd_folder_without_json(t, s), *TINY],
+                                        ["imagesTr/ folder", "no dataset.json"]),
+    "unknown flag": (MT, lambda t, s: [*data_args(s), *TINY, "--bogus", "1"],
+                     ["unrecognized arguments: --bogus 1", "train_mean_teacher.py --help"]),
+    "bad choice sup": (SUP, lambda t, s: [*data_args(s), *TINY, "--normalize", "zscore"],
+                       ["--normalize: invalid choice: 'zscore'", "train_sup.py --help"]),
+    "check_data patch larger than every volume": (SUP, lambda t, s: [*data_args(s), *TINY, "--patch_size", "96", "32",
+                                                                     "16", "--check_data"],
+                                                  ["larger than every volume", "axis 0"]),
+    "val list is the test list": (MT, lambda t, s: [*data_args(s), "--train_list", t / "some_train.list",
+                                                    "--val_list", s.test_list, *TINY],
+                                  ["is the dataset's test list", "best_model.pth would be chosen on test cases"]),
+    "val list with a test case": (SUP, lambda t, s: [*data_args(s), "--train_list", t / "some_train.list",
+                                                     "--val_list", t / "val_with_a_test_case.list", *TINY],
+                                  ["shares 1 case(s)", "test list"]),
+    "val list overlaps training": (MT, lambda t, s: [*data_args(s), "--val_list", s.train_list, *TINY],
+                                   ["6 of its cases are training cases of this run", "held out of training"]),
 }
 
 
@@ -334,9 +388,23 @@ def test_rerun_needs_overwrite_which_starts_the_folder_afresh(syn, tmp_path):
     ok(run_script(SUP, args, tmp_path))
     folder = run_dir(tmp_path, "SUP")
     first = (folder / "iter_1.pth").stat().st_mtime_ns
-    assert_user_error(run_script(SUP, args, tmp_path), "already holds checkpoints", "--overwrite")
+    assert_user_error(run_script(SUP, args, tmp_path), "already holds an earlier run's files (iter_1.pth, ",
+                      "--resume", "--overwrite")
     assert (folder / "iter_1.pth").stat().st_mtime_ns == first, "the refused run must not touch the checkpoint"
-    (folder / "test").mkdir()  # an evaluation of the old run
+    # An evaluation of the old run, and its checkpoints deleted (113 MB each): still an earlier
+    # run's results. Before: only *.pth counted, and the next run deleted these without a word.
+    (folder / "test").mkdir()
+    (folder / "test" / "summary.json").write_text("{}")
+    saved = {p.name: p.read_bytes() for p in folder.glob("*.pth")}
+    for name in saved:
+        (folder / name).unlink()
+    kept = sorted(p.name for p in folder.iterdir())
+    assert_user_error(run_script(SUP, args, tmp_path), "already holds an earlier run's files (config.json, log.txt, "
+                      "scalars.csv, tensorboard/ and 1 more)")
+    assert sorted(p.name for p in folder.iterdir()) == kept and (folder / "test" / "summary.json").is_file()
+    for name, data in saved.items():
+        (folder / name).write_bytes(data)
+    (folder / ".lock").write_text('{"pid": 999999999, "host": "%s"}' % socket.gethostname())  # left by a killed run
     ok(run_script(SUP, [*args, "--max_iterations", "1", "--overwrite", "--seed", "7"], tmp_path))
     # nothing of the old run is left to be taken for the new one (inference.py picks the last iter_N.pth)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "iter_1.pth", "latest.pth", "log.txt",
@@ -345,6 +413,33 @@ def test_rerun_needs_overwrite_which_starts_the_folder_afresh(syn, tmp_path):
     assert sorted(read_scalars(folder)["loss/total"]) == [0]
     log = (folder / "log.txt").read_text()
     assert log.count("run folder ") == 1 and "removed the earlier run's files from the folder" in log
+    assert ".lock" not in log, "the lock is this run's, never an earlier run's file"
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(syn, tmp_path):
+    """Before: a second run started before the first had saved a checkpoint passed the check,
+    wiped the first's files, and both wrote into one scalars.csv."""
+    args = [*data_args(syn), *TINY, "--max_iterations", "1000", "--save_every", "1000", "--log_every", "1"]
+    folder = run_dir(tmp_path, "SUP")
+    first = subprocess.Popen([sys.executable, str(REPO / SUP), *map(str, args)], cwd=tmp_path, env=script_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not ((folder / "log.txt").is_file() and log_lines(folder)):  # training, nothing saved yet
+            assert first.poll() is None and time.monotonic() < deadline, "the first run did not start training"
+            time.sleep(0.05)
+        files = {p.name for p in folder.iterdir()}
+        second = run_script(SUP, [*args, "--max_iterations", "1"], tmp_path)
+        assert_user_error(second, f"{folder.relative_to(tmp_path)} is in use by another training run (PID "
+                                  f"{first.pid} on {socket.gethostname()}")
+        assert first.poll() is None, "the first run goes on"
+        assert files <= {p.name for p in folder.iterdir()} and log_lines(folder, "run folder") == [
+            f"run folder {folder.relative_to(tmp_path)}"], "the second run wrote nothing there"
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    # killed, its lock stays behind, stale (a run takes such a lock over: the test above)
+    assert json.loads((folder / ".lock").read_text())["pid"] == first.pid
 
 
 def test_sup_takes_more_labeled_samples_than_the_mean_teacher_batch(syn, tmp_path):

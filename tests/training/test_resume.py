@@ -1,9 +1,12 @@
 """Runs that survive: a run killed mid-training continues with --resume exactly as if it had
-never stopped, a checkpoint interrupted while being written never harms the previous one, and
-a loss that becomes NaN stops the run before anything is saved."""
+never stopped, a checkpoint interrupted while being written (Ctrl-C, a full disk) never harms
+the previous one, a loss that becomes NaN stops the run before anything is saved, and --resume
+continues only the run it was trained as, on the data it was trained on."""
 import errno
+import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -18,6 +21,7 @@ import utils.checkpoint as checkpoint_module
 from conftest import REPO, TINY, log_lines, read_scalars, script_env
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
+from training.resume import check_same_data
 from training.run_folder import RunFolder, TrainingDiverged
 from training.run_folder import read_scalars as read_scalars_csv
 from training.schedule import Periodic, Schedule
@@ -275,6 +279,69 @@ def test_truncated_checkpoint_is_user_error(old_checkpoint):
         load_checkpoint(path.parent / "missing.pth")
 
 
+def test_a_real_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoint(syn, tmp_path):
+    """A file-size limit (RLIMIT_FSIZE, in the training process only) makes the save fail in the
+    kernel as a full disk would. Before: 30 lines ending in ``RuntimeError: [enforce fail at
+    inline_container.cc ...]``, torch's wrapping of the OSError."""
+    args = [*data_args(syn), *TINY, "--save_every", "1", "--log_every", "1"]
+    ok(run_script(SUP, [*args, "--max_iterations", "1"], tmp_path))
+    folder = run_dir(tmp_path, "SUP")
+    before = (folder / "latest.pth").stat()
+    limit = 10 * 2 ** 20  # a labeled-only checkpoint is 75 MB; the log and scalars stay far below
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    # its first save, latest.pth after iteration 2 (iteration 3 is the last, with the snapshot), hits the limit
+    proc = subprocess.run([sys.executable, str(REPO / SUP), *map(str, args), "--max_iterations", "3", "--resume"],
+                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=240, preexec_fn=limited)
+    line = one_error_line(proc)
+    latest = folder.relative_to(tmp_path) / "latest.pth"  # as the run names it, from its working directory
+    assert line.startswith(f"error: file size limit reached while writing checkpoint {latest} "
+                           f"({os.strerror(errno.EFBIG)}); the previous latest.pth is intact"), line
+    assert line.endswith("then continue the run with --resume"), line
+    after = (folder / "latest.pth").stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert load_checkpoint(folder / "latest.pth")["iteration"] == 1 and tmp_files(folder) == []
+
+
+def being_written(folder: Path) -> bool:
+    """Whether a new latest.pth is being written over an earlier one: its temporary file holds
+    part of the 75 MB (torch.save is writing it, not yet fsync)."""
+    try:
+        sizes = [os.path.getsize(folder / n) for n in os.listdir(folder) if n.startswith(".latest.pth.")]
+        return (folder / "latest.pth").is_file() and any(1000 < size < 30_000_000 for size in sizes)
+    except OSError:  # the folder not made yet, or the file renamed meanwhile
+        return False
+
+
+def test_ctrl_c_during_a_real_save_is_one_line_and_keeps_the_checkpoint(syn, tmp_path):
+    """SIGINT sent to a real run while torch.save writes latest.pth. Before: 27 lines ending in
+    ``RuntimeError: [enforce fail at inline_container.cc ...]`` (torch wraps the KeyboardInterrupt)."""
+    folder = run_dir(tmp_path, "SUP")
+    args = [*data_args(syn), *TINY, "--max_iterations", "30", "--save_every", "1", "--snapshot_every", "1000"]
+    for attempt in range(3):  # the signal must land inside a save; where it landed just after one, again
+        shutil.rmtree(tmp_path / "model", ignore_errors=True)
+        proc = subprocess.Popen([sys.executable, str(REPO / SUP), *map(str, args)], cwd=tmp_path, env=env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:  # polled without pause: a save is brief
+            if being_written(folder):
+                proc.send_signal(signal.SIGINT)
+                break
+        _, stderr = proc.communicate(timeout=120)
+        if "while writing checkpoint" in stderr:
+            break
+    assert proc.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith(f"interrupted while writing checkpoint {folder.relative_to(tmp_path) / 'latest.pth'}; "
+                               "the previous "
+                               "latest.pth is intact"), lines[0]
+    assert lines[0].endswith("then continue the run with --resume"), lines[0]
+    assert tmp_files(folder) == [] and load_checkpoint(folder / "latest.pth")["iteration"] >= 1
+
+
 # ------------------------------------------------------------------ (c) a loss that becomes NaN
 DIVERGING = [*TINY, "--max_iterations", "10", "--save_every", "2", "--snapshot_every", "2", "--log_every", "1",
              "--base_lr", "1e6", "--deterministic", "1"]
@@ -359,6 +426,29 @@ def test_resume_after_nan_starts_from_the_last_good_checkpoint(diverged, syn):
     assert load_checkpoint(folder / "latest.pth")["iteration"] == last_good
 
 
+def test_the_advice_after_a_nan_can_be_followed(diverged, syn, tmp_path):
+    """The message says --resume with a lower --base_lr, and --resume takes it, recorded in the
+    log, config.json and the checkpoints. Before: refused ("--base_lr 1000000.0 (not 0.001)")."""
+    proc, cwd, folder = diverged
+    assert "--resume and a lower --base_lr" in one_error_line(proc, only=False)
+    copy = tmp_path / folder.relative_to(cwd)
+    shutil.copytree(folder, copy)
+    last_good = load_checkpoint(copy / "latest.pth")["iteration"]
+    again = run_script(MT, [*data_args(syn), *DIVERGING, "--base_lr", "1e-3", "--resume"], tmp_path)
+    assert again.returncode == 0 or STOP_MESSAGE.match(one_error_line(again, only=False)), again.stderr
+    assert f"--base_lr lowered from the checkpoint's 1e+06 to 0.001 after iteration {last_good}" in \
+        (copy / "log.txt").read_text()
+    change = [{"iteration": last_good, "from": 1e6, "to": 1e-3}]
+    assert json.loads((copy / "config.json").read_text())["base_lr_changes"] == change
+    rates = read_scalars_csv(copy)["train/lr"]
+    resumed = [rate for iteration, rate in rates.items() if iteration > last_good]
+    assert resumed and all(rate == pytest.approx(1e-3) for rate in resumed), rates
+    newer = [p for p in copy.glob("*.pth") if load_checkpoint(p)["iteration"] > last_good]
+    assert all(load_checkpoint(p)["base_lr_changes"] == change for p in newer)
+    line = one_error_line(run_script(MT, [*data_args(syn), *DIVERGING, "--base_lr", "1e7", "--resume"], tmp_path))
+    assert "--base_lr" in line and "never raise it" in line
+
+
 def test_nan_stderr_is_only_the_error_line(diverged):
     one_error_line(diverged[0], only=True)
 
@@ -435,6 +525,41 @@ def test_resume_refuses_other_settings_another_method_and_a_finished_run(syn, tm
     assert load_checkpoint(folder / "iter_3.pth")["iteration"] == 3
 
 
+def test_resume_refuses_other_cases_or_other_data_and_takes_a_moved_copy(syn, tmp_path):
+    """Before: a resume with another --train_list (other labeled cases) or another --root_path
+    (other data) continued silently."""
+    ids = syn.train_ids
+    data = tmp_path / "data"
+    shutil.copytree(syn.out, data)
+    args = ["--dataset_name", "Synthetic", "--root_path", data / "volumes", *TINY, "--save_every", "1"]
+    ok(run_script(SUP, [*args, "--max_iterations", "1"], tmp_path))
+    latest = run_dir(tmp_path, "SUP") / "latest.pth"
+    state = load_checkpoint(latest)
+    assert state["labeled_ids"] == ids[:2] and state["unlabeled_ids"] == []
+    assert sorted(state["data_fingerprint"]) == sorted(ids[:2])
+    resume = [*args, "--max_iterations", "2", "--resume"]
+
+    swapped = tmp_path / "swapped.list"  # the same cases, labeled in another order
+    swapped.write_text("\n".join([ids[1], ids[0], *ids[2:]]) + "\n")
+    line = one_error_line(run_script(SUP, [*resume, "--train_list", swapped], tmp_path))
+    assert f"trained on other labeled cases (case 1 was {ids[0]}, is {ids[1]} now)" in line and "--exp" in line
+
+    other = tmp_path / "other"  # another data folder: the same case IDs, one of them another scan
+    shutil.copytree(data, other)
+    shutil.copy(data / "volumes" / ids[4] / "mri_norm2.h5", other / "volumes" / ids[1] / "mri_norm2.h5")
+    line = one_error_line(run_script(SUP, [*resume, "--root_path", other / "volumes"], tmp_path))
+    assert f"trained on other data: the files of case {ids[1]} differ" in line and "--root_path" in line
+    assert load_checkpoint(latest)["iteration"] == 1, "a refused resume trains nothing"
+
+    moved = tmp_path / "moved"  # the same data elsewhere: neither path nor modification time counts
+    data.rename(moved)
+    ok(run_script(SUP, [*resume, "--root_path", moved / "volumes"], tmp_path))
+    assert load_checkpoint(latest)["iteration"] == 2
+
+    # a checkpoint from before the cases were stored is not compared
+    check_same_data({"iteration": 2}, latest, labeled_ids=[ids[1]], unlabeled_ids=[], fingerprints={ids[1]: "1:ab"})
+
+
 def test_resume_path_does_not_overwrite_another_runs_checkpoints(syn, tmp_path):
     """--resume PATH from run A into run B's folder (B chosen by --exp) would replace B's
     checkpoints: refused unless --overwrite, which then starts B's folder afresh."""
@@ -445,7 +570,7 @@ def test_resume_path_does_not_overwrite_another_runs_checkpoints(syn, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in b.iterdir()}
     continue_a_in_b = [*args, "--max_iterations", "3", "--exp", "B", "--resume", a / "iter_1.pth"]
     line = one_error_line(run_script(SUP, continue_a_in_b, tmp_path))
-    assert "already holds checkpoints" in line and "--overwrite" in line
+    assert "already holds an earlier run's files (iter_1.pth, iter_2.pth, latest.pth" in line and "--overwrite" in line
     assert {p.name: p.stat().st_mtime_ns for p in b.iterdir()} == before
     ok(run_script(SUP, [*continue_a_in_b, "--overwrite"], tmp_path))
     assert sorted(p.name for p in b.glob("*.pth")) == ["iter_2.pth", "iter_3.pth", "latest.pth"]

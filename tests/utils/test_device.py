@@ -1,4 +1,6 @@
-"""The precision and memory layout a run computes in, chosen from the device and the flags."""
+"""The device, precision and memory layout a run computes in, chosen from the machine and the flags."""
+import os
+
 import pytest
 import torch
 
@@ -55,3 +57,27 @@ def test_vnet_trains_in_bf16_on_this_cpu():
     assert (logits.argmax(1) == reference.argmax(1)).float().mean() > 0.9
     logits.float().square().mean().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+# ------------------------------------------------------------------ --gpu
+def test_a_gpu_index_the_machine_lacks_is_named():
+    """Before: --gpu 5 on a one-GPU machine hid the GPU and trained on the CPU. CUDA finds
+    nothing with CUDA_VISIBLE_DEVICES=5 there, and drops "1" from "0,1" on one GPU."""
+    from utils.device import gpu_problem
+
+    problem = gpu_problem("5", cuda_devices=0, machine_gpus=1)
+    assert problem.startswith("--gpu 5 names GPU(s) this machine does not have") and "indices below 1" in problem
+    assert "--gpu -1" in problem
+    assert "CUDA finds 1 of the 2 named" in gpu_problem("0,1", cuda_devices=1, machine_gpus=1)
+    assert gpu_problem("0", cuda_devices=1, machine_gpus=1) is None
+    assert gpu_problem("0,1", cuda_devices=2, machine_gpus=8) is None
+    assert gpu_problem("5", cuda_devices=0, machine_gpus=0) is None, "a CPU-only machine trains on the CPU"
+
+
+def test_the_cpu_is_chosen_where_there_is_no_gpu_or_it_is_asked_for(monkeypatch):
+    from utils.device import gpus_on_this_machine, select_device
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored after the test
+    assert select_device("-1") == CPU and os.environ["CUDA_VISIBLE_DEVICES"] == "-1"
+    if gpus_on_this_machine() == 0 and not torch.cuda.is_available():
+        assert select_device("0") == CPU and select_device("5") == CPU
