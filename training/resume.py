@@ -27,13 +27,13 @@ def check_resumable(state: dict, path: Path, *, flags: dict, with_teacher: bool,
     no training state, another method, other settings, or nothing left to do."""
     if "random_states" not in state:
         raise UserError(f"{path} cannot be resumed from (it has no training state); use latest.pth or iter_N.pth")
-    if state.get("method", method) != method:  # checkpoints from before the methods were named say nothing
-        raise UserError(f"{path} is a {state['method']} checkpoint and this is {method} training; resume it with "
-                        f"the {state['method']} script")
     if with_teacher != (state.get("teacher") is not None):
         this_method, its_method = ("Mean Teacher", "labeled-only") if with_teacher else ("labeled-only", "Mean Teacher")
         raise UserError(f"{path} is a {its_method} checkpoint and this is {this_method} training; resume it with "
                         f"{'train_sup.py' if with_teacher else 'train_mean_teacher.py'}")
+    if state.get("method", method) != method:  # checkpoints from before the methods were named say nothing
+        raise UserError(f"{path} is a {state['method']} checkpoint and this is {method} training; resume it with "
+                        f"the {state['method']} script")
     trained = trained_normalization(state)
     if trained != flags["normalize"]:
         raise UserError(f"{path} was trained with --normalize {trained}; resume it with --normalize {trained}")

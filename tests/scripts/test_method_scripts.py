@@ -99,3 +99,12 @@ def test_bad_method_flags_are_one_error_line(script, flags, message, syn, tmp_pa
     proc = run_script(script, [*data_args(syn), *COMMON, *flags], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and message in proc.stderr, proc.stderr
+
+
+def test_another_methods_checkpoint_is_not_resumed(syn, uamt_run, tmp_path):
+    """A UA-MT checkpoint has a teacher, like Mean Teacher's, but is refused by train_mean_teacher.py."""
+    _, folder = uamt_run
+    proc = run_script("train_mean_teacher.py", [*data_args(syn), *COMMON, "--exp", "other", "--max_iterations", "6",
+                                                "--resume", folder / "iter_2.pth"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "is a UA-MT checkpoint and this is Mean Teacher training" in proc.stderr, proc.stderr
