@@ -14,7 +14,7 @@ import torch
 from training.arguments import report_data_if_asked, resolve_data_args, training_config, training_parser
 from training.method_flags import add_mean_teacher_flags, check_mean_teacher_flags
 from training.session import TrainingSession
-from utils.ema import ema_decay_at, make_teacher, update_teacher
+from utils.ema import clipped_noise, ema_decay_at, make_teacher, update_teacher
 from utils.errors import report_user_errors
 from utils.losses import CONSISTENCY_LOSSES, supervised_loss
 from utils.ramps import sigmoid_rampup
@@ -62,9 +62,8 @@ def main():
             loss_sup = supervised_loss(student_logits[:labeled_bs], label[:labeled_bs])
 
             # Teacher on the unlabeled part, under small clipped Gaussian input noise.
-            noise = torch.clamp(torch.randn_like(unlabeled) * args.noise_std, -2 * args.noise_std, 2 * args.noise_std)
             with torch.no_grad():
-                teacher_logits = teacher(unlabeled + noise)
+                teacher_logits = teacher(unlabeled + clipped_noise(unlabeled, args.noise_std))
 
         # Consistency between student and teacher on unlabeled data, ramped up over training.
         consistency_weight = args.consistency * sigmoid_rampup(iteration // 150, args.consistency_rampup)

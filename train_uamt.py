@@ -14,11 +14,11 @@ import torch
 from training.arguments import report_data_if_asked, resolve_data_args, training_config, training_parser
 from training.method_flags import add_mean_teacher_flags, check_mean_teacher_flags
 from training.session import TrainingSession
-from utils.ema import ema_decay_at, make_teacher, update_teacher
+from utils.ema import clipped_noise, ema_decay_at, make_teacher, update_teacher
 from utils.errors import UserError, report_user_errors
 from utils.losses import supervised_loss
 from utils.ramps import sigmoid_rampup
-from utils.uncertainty import (clipped_noise, masked_softmax_mse, mean_teacher_probabilities, predictive_entropy,
+from utils.uncertainty import (masked_softmax_mse, mean_teacher_probabilities, predictive_entropy,
                                uncertainty_threshold)
 
 

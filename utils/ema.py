@@ -34,3 +34,8 @@ def make_teacher(student: nn.Module, teacher: nn.Module) -> nn.Module:
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
+
+
+def clipped_noise(images: torch.Tensor, std: float) -> torch.Tensor:
+    """Gaussian noise of ``std``, clipped at 2 std: the teacher's input noise of the LA scripts."""
+    return torch.clamp(torch.randn_like(images) * std, -2 * std, 2 * std)

@@ -10,12 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from utils.ema import clipped_noise
 from utils.ramps import sigmoid_rampup
-
-
-def clipped_noise(images: torch.Tensor, std: float) -> torch.Tensor:
-    """Gaussian noise of ``std``, clipped at 2 std: the teacher's input noise of the LA scripts."""
-    return torch.clamp(torch.randn_like(images) * std, -2 * std, 2 * std)
 
 
 @torch.no_grad()

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from utils.uncertainty import (clipped_noise, masked_softmax_mse, mean_teacher_probabilities, predictive_entropy,
+from utils.ema import clipped_noise
+from utils.uncertainty import (masked_softmax_mse, mean_teacher_probabilities, predictive_entropy,
                                uncertainty_threshold)
 
 
