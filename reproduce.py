@@ -1,17 +1,21 @@
 """Reproduce the semi-supervised claim in one command: with the same few labeled cases, Mean
-Teacher against training on the labeled cases alone, at two label ratios, over several seeds.
+Teacher (and UA-MT, BCP with --methods) against training on the labeled cases alone, at two
+label ratios, over several seeds.
 
     python reproduce.py --dataset_name LA --root_path "data/LA/2018LA_Seg_Training Set"
     python reproduce.py --dataset_name Hippocampus --root_path data/Hippocampus --labelnum 17 34 \\
         --max_iterations 1000 --train_args "--lr_decay_every 700" --mt_args "--consistency_rampup 6.67"
+    python reproduce.py ... --methods SUP MT UAMT BCP
 
-For every method x labelnum x seed it trains with ``train_sup.py`` or ``train_mean_teacher.py``
-(run folders under ``model/`` as usual, experiment ``{--exp}{iterations}_s{seed}``, an underscore
-before the iterations where ``--exp`` ends in a digit), evaluates
-the **last** checkpoint with ``inference.py`` on the evaluation list, and writes to ``--out``:
+For every method x labelnum x seed it trains with the method's script (``train_sup.py``,
+``train_mean_teacher.py``, ``train_uamt.py``, ``train_bcp.py``; run folders under ``model/`` as
+usual, experiment ``{--exp}{iterations}_s{seed}``, an underscore before the iterations where
+``--exp`` ends in a digit), evaluates the **last** checkpoint with ``inference.py`` on the
+evaluation list, and writes to ``--out``:
 
-    results.md        mean +- std over seeds of Dice, Jaccard, 95HD and ASD per row, the
-                      differences Mean Teacher minus labeled-only, and every command run
+    results.md        mean +- std over seeds of Dice, Jaccard, 95HD and ASD per row, each
+                      method minus labeled-only (and minus Mean Teacher) paired by seed, and
+                      every command run
     results.json      the same numbers, per seed too
     curves.png        supervised loss, consistency loss and weight, validation Dice
     comparison_N.png  a few evaluation cases: ground truth, labeled-only and Mean Teacher outlines
@@ -21,7 +25,10 @@ the **last** checkpoint with ``inference.py`` on the evaluation list, and writes
 Defaults: the development split (``dev_train.list``, ``dev_val.list`` beside the data, else
 ``train.list``/``test.list``), about 10 % and 20 % of the training cases labeled (LA: 8 and 16
 of ``train.list``'s 80, 6 and 13 of ``dev_train.list``'s 64), three seeds, the original
-6000-iteration schedule. Finished runs
+6000-iteration schedule. --max_iterations M scales every method's own schedule by M / 6000:
+labeled-only, Mean Teacher and UA-MT train M iterations, BCP (2000 pre-training + 15000
+self-training, lr x0.1 every 2500) 17000 M / 6000 (its scaled flags follow --train_args).
+Finished runs
 are skipped and unfinished ones resumed, so after an interruption the same command goes on.
 A run evaluated in ``--out`` is done even without its checkpoints, so a grid can be run in
 parts on other machines (``--labelnum 13`` there, say) and finished with the results folders
@@ -44,7 +51,7 @@ from pathlib import Path
 from dataloaders.case_lists import read_case_list
 from dataloaders.datasets import DATASETS, data_folder, root_or_default
 from dataloaders.la_heart import check_root
-from grid.results import METHODS, Run, collect, markdown_report
+from grid.results import METHODS, Run, collect, markdown_report, method_iterations, schedule_flags
 from training.run_folder import read_scalars, run_folder_path, write_text_atomically
 from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
 from utils.folder_lock import LOCK_FILE
@@ -64,13 +71,17 @@ def parse_args():
     p.add_argument("--labelnum", type=int, nargs="+", default=None,
                    help="labeled cases per row (default: about 10 %% and 20 %% of the training list; LA: 8 16 of 80)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1337, 1338, 1339])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=["SUP", "MT"], choices=list(METHODS),
+                   help="methods of the grid (default: SUP MT; all: SUP MT UAMT BCP)")
     p.add_argument("--max_iterations", type=int, default=6000)
     p.add_argument("--val_every", type=int, default=None,
                    help="iterations between validations (default: 1/12 of the run)")
     p.add_argument("--exp", default="repro", help="experiment prefix of the run folders")
-    p.add_argument("--train_args", default="", help='more flags for both training scripts: --train_args="--flag value"')
-    p.add_argument("--mt_args", default="", help='more flags for train_mean_teacher.py only: --mt_args="--flag value"')
+    p.add_argument("--train_args", default="", help='more flags for every training script: --train_args="--flag value"')
+    p.add_argument("--mt_args", default="",
+                   help='more flags for the Mean Teacher family (train_mean_teacher.py and train_uamt.py)')
+    p.add_argument("--uamt_args", default="", help="more flags for train_uamt.py only")
+    p.add_argument("--bcp_args", default="", help="more flags for train_bcp.py only (after its scaled schedule)")
     p.add_argument("--eval_args", default="", help='more flags for inference.py: --eval_args="--flag value"')
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at the same time (several small runs can share one GPU; on a CPU set "
@@ -94,7 +105,7 @@ def parse_args():
     bad_seeds = [seed for seed in args.seeds if not 0 <= seed < 2 ** 32]
     if bad_seeds:
         raise UserError(f"--seeds must be between 0 and 2**32 - 1, got {bad_seeds[0]}")
-    for flag in ("train_args", "mt_args", "eval_args"):
+    for flag in ("train_args", "mt_args", "uamt_args", "bcp_args", "eval_args"):
         try:
             shlex.split(getattr(args, flag))
         except ValueError as err:  # an unbalanced quote
@@ -154,8 +165,9 @@ def plan(args) -> list[Run]:
     runs = []
     for labelnum in args.labelnum:
         for seed in args.seeds:
-            for method in args.methods:
-                runs.append(Run(method, labelnum, seed, f"{args.grid_name}_s{seed}"))
+            for method in sorted(args.methods, key=list(METHODS).index):
+                runs.append(Run(method, labelnum, seed, f"{args.grid_name}_s{seed}",
+                                method_iterations(method, args.max_iterations)))
     return runs
 
 
@@ -163,12 +175,24 @@ def data_flags(args) -> list[str]:
     return ["--dataset_name", args.dataset_name, "--root_path", args.root_path]
 
 
+METHOD_ARGS = {"SUP": (), "MT": ("mt_args",), "UAMT": ("mt_args", "uamt_args"), "BCP": ("bcp_args",)}
+
+
+def method_flags(args, method: str) -> list[str]:
+    """The flags after the grid's own: --train_args, the method's schedule beyond
+    --max_iterations (BCP's stages and decay, scaled), then its own --*_args, which win."""
+    schedule = schedule_flags(method, args.max_iterations)[2:]  # --max_iterations is passed apart
+    return [*shlex.split(args.train_args), *schedule,
+            *(flag for name in METHOD_ARGS[method] for flag in shlex.split(getattr(args, name)))]
+
+
 def train_command(args, run: Run) -> list[str]:
     return [sys.executable, str(REPO / METHODS[run.method].script), *data_flags(args), "--train_list",
             args.train_list, *(["--val_list", args.val_list] if args.val_list else []), "--labelnum", str(run.labelnum),
-            "--seed", str(run.seed), "--max_iterations", str(args.max_iterations), "--exp", run.exp,
-            "--val_every", str(args.val_every), "--gpu", args.gpu, *shlex.split(args.train_args),
-            *(shlex.split(args.mt_args) if run.method == "MT" else [])]
+            "--seed", str(run.seed), "--max_iterations", str(run.iterations), "--exp", run.exp,
+            # as many validations a run as the grid's (BCP's longer schedule validates less often)
+            "--val_every", str(max(round(args.val_every * run.iterations / args.max_iterations), 1)),
+            "--gpu", args.gpu, *method_flags(args, run.method)]
 
 
 def training_state(folder: Path, max_iterations: int) -> str:
@@ -206,9 +230,9 @@ RECIPE_FILE = "reproduce.json"
 
 
 def recipe(args, run: Run) -> dict:
-    train_flags = shlex.split(args.train_args) + (shlex.split(args.mt_args) if run.method == "MT" else [])
     return {"train": {"dataset": args.dataset_name, "method": run.method, "labelnum": run.labelnum, "seed": run.seed,
-                      "max_iterations": args.max_iterations, "train_cases": args.train_ids, "flags": train_flags},
+                      "max_iterations": run.iterations, "train_cases": args.train_ids,
+                      "flags": method_flags(args, run.method)},
             "eval": {"eval_cases": args.eval_ids, "flags": shlex.split(args.eval_args)}}
 
 
@@ -236,7 +260,7 @@ def write_recipe(folder: Path, settings: dict) -> None:
 def eval_command(args, run: Run, teacher: bool) -> list[str]:
     return [sys.executable, str(REPO / "inference.py"), *data_flags(args), "--test_list", args.eval_list,
             "--exp", run.exp, "--labelnum", str(run.labelnum), "--model", run.method,
-            "--iteration", str(args.max_iterations), "--gpu", args.gpu,
+            "--iteration", str(run.iterations), "--gpu", args.gpu,
             "--out", str(run.eval_dir(args.out, teacher)), *(["--teacher"] if teacher else []),
             # an evaluation of another checkpoint there (``evaluated`` said so) is replaced
             *(["--overwrite"] if (run.eval_dir(args.out, teacher) / "summary.json").is_file() else []),
@@ -268,7 +292,7 @@ def evaluated(args, run: Run, teacher: bool) -> bool:
     with the settings asked for now (else a one-line error)."""
     folder = run.eval_dir(args.out, teacher)
     summary = folder / "summary.json"
-    if not (summary.is_file() and json.loads(summary.read_text()).get("iteration") == args.max_iterations):
+    if not (summary.is_file() and json.loads(summary.read_text()).get("iteration") == run.iterations):
         return False
     check_recipe(folder, recipe(args, run), "choose a new --out (and a new --exp where the training differs)")
     return True
@@ -296,7 +320,7 @@ def complete(args, run: Run, name: str) -> None:
         keep_scalars(args, run)
         return
     folder = run_folder_path(args.dataset_name, run.exp, run.labelnum, run.method)
-    state = training_state(folder, args.max_iterations)
+    state = training_state(folder, run.iterations)
     settings = recipe(args, run)
     if state != "start":
         check_recipe(folder, {"train": settings["train"]}, "choose a new --exp")
@@ -384,13 +408,13 @@ def draw_pictures(args, runs: list[Run]) -> list[str]:
     else:
         print(f"{curves_path.name}: kept as it is (the scalars of some runs are not in {args.out / 'scalars'})")
         names.append(curves_path)
-    if {"SUP", "MT"} <= set(args.methods):
+    if len(args.methods) > 1:
         cases = read_case_list(args.eval_list)[:args.figure_cases]
         for labelnum in args.labelnum:
             path = args.out / f"comparison_{labelnum}.png"
-            pair = [r for r in runs if r.labelnum == labelnum and r.seed == args.seeds[0]]  # SUP, then MT
+            pair = [r for r in runs if r.labelnum == labelnum and r.seed == args.seeds[0]]  # in METHODS' order
             models = [(METHODS[r.method].label, run_folder_path(args.dataset_name, r.exp, labelnum, r.method)
-                       / f"iter_{args.max_iterations}.pth", r.eval_dir(args.out, teacher=False)) for r in pair]
+                       / f"iter_{r.iterations}.pth", r.eval_dir(args.out, teacher=False)) for r in pair]
             if not all(checkpoint.is_file() for _, checkpoint, _ in models):
                 if path.is_file():
                     print(f"{path.name}: kept as it is (the checkpoints of seed {args.seeds[0]} are not here)")

@@ -3,7 +3,7 @@
 * ``training_curves``: supervised loss, consistency loss, consistency weight and validation Dice
   against the iteration, one line per method and label count (mean over seeds);
 * ``comparison_figure``: a few evaluation cases, each on the axial and coronal slice with the most
-  ground truth, with the ground truth, labeled-only and Mean Teacher outlines.
+  ground truth, with the ground truth and each method's outline.
 """
 import csv
 import json
@@ -25,9 +25,9 @@ from utils.sliding_window import sliding_window_predict  # noqa: E402
 
 PANELS = (("loss/supervised", "supervised loss"), ("loss/consistency", "consistency loss"),
           ("train/consistency_weight", "consistency weight"), ("val/dice", "validation Dice"))
-COLOURS = {"SUP": "tab:blue", "MT": "tab:red"}
+COLOURS = {"SUP": "tab:blue", "MT": "tab:red", "UAMT": "tab:orange", "BCP": "tab:green"}
 LINESTYLES = ("-", "--", ":", "-.")
-OUTLINE_COLOURS = ("lime", "deepskyblue", "red")  # ground truth, then each model
+OUTLINE_COLOURS = ("lime", "deepskyblue", "red", "orange", "magenta")  # ground truth, then each model
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:

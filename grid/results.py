@@ -12,16 +12,42 @@ from utils.errors import UserError
 from utils.metrics import METRICS
 
 
+# The schedule every method's defaults are measured against: the original Mean Teacher and
+# UA-MT scripts' 6000 iterations. A grid of --max_iterations M runs each method's own schedule
+# scaled by M / 6000, so every method gets the same share of its published schedule.
+ORIGINAL_ITERATIONS = 6000
+
+
 @dataclass(frozen=True)
 class Method:
     script: str
     label: str
     evaluated_models: tuple  # False: the student, True: the EMA teacher
+    # the method's own schedule flags where they differ from the original 6000 iterations
+    schedule: tuple = (("--max_iterations", ORIGINAL_ITERATIONS),)
 
 
 METHODS = {"SUP": Method("train_sup.py", "labeled-only", (False,)),
-           "MT": Method("train_mean_teacher.py", "Mean Teacher", (False, True))}
+           "MT": Method("train_mean_teacher.py", "Mean Teacher", (False, True)),
+           "UAMT": Method("train_uamt.py", "UA-MT", (False, True)),
+           # BCP's defaults: 2000 pre-training + 15000 self-training iterations, lr x0.1 every 2500
+           "BCP": Method("train_bcp.py", "BCP", (False, True),
+                         (("--max_iterations", 17000), ("--pretrain_iterations", 2000), ("--lr_decay_every", 2500)))}
 PERCENT = {"dice", "jaccard"}  # shown x 100
+
+
+def schedule_flags(method: str, max_iterations: int) -> list[str]:
+    """``method``'s schedule in a grid of ``max_iterations``: its own schedule scaled by
+    max_iterations / 6000 (at least 1 iteration each), e.g. BCP in a 1000-iteration grid:
+    --max_iterations 2833 --pretrain_iterations 333 --lr_decay_every 417."""
+    scale = max_iterations / ORIGINAL_ITERATIONS
+    return [text for flag, value in METHODS[method].schedule for text in (flag, str(max(round(value * scale), 1)))]
+
+
+def method_iterations(method: str, max_iterations: int) -> int:
+    """The iterations ``method`` trains for in a grid of ``max_iterations``."""
+    flags = schedule_flags(method, max_iterations)
+    return int(flags[flags.index("--max_iterations") + 1])
 
 
 @dataclass(frozen=True)
@@ -30,6 +56,7 @@ class Run:
     labelnum: int
     seed: int
     exp: str          # the training scripts' --exp
+    iterations: int   # the run's --max_iterations: its last checkpoint is the one evaluated
 
     @property
     def name(self) -> str:
@@ -77,6 +104,7 @@ def collect(runs, out: Path, labelnums, train_cases: int) -> list[dict]:
                          for r in chosen}
                 row = {"method": method, "label": spec.label + (" (teacher)" if teacher else ""),
                        "model": "teacher" if teacher else "student", "labelnum": labelnum,
+                       "iterations": chosen[0].iterations,
                        "labeled_percent": round(100 * labelnum / train_cases, 1), "seeds": list(seeds),
                        "units": next(iter(seeds.values()))["units"],
                        "per_seed": {m: [s["metrics"][m] for s in seeds.values()] for m in METRICS},
@@ -92,16 +120,19 @@ def collect(runs, out: Path, labelnums, train_cases: int) -> list[dict]:
     return rows
 
 
-def differences(rows: list[dict]) -> list[dict]:
-    """Mean Teacher (student and teacher) minus labeled-only, Dice points, paired by seed."""
+def differences(rows: list[dict], baseline: str = "SUP") -> list[dict]:
+    """Every other method's rows minus ``baseline``'s at the same label count, Dice points,
+    paired by seed: against labeled-only (one row) each model; against a method with a teacher,
+    student minus student and teacher minus teacher."""
     found = []
-    for sup in (r for r in rows if r["method"] == "SUP"):
-        for mt in (r for r in rows if r["method"] == "MT" and r["labelnum"] == sup["labelnum"]):
-            paired = [100 * (a - b) for s, a in zip(mt["seeds"], mt["per_seed"]["dice"])
-                      for t, b in zip(sup["seeds"], sup["per_seed"]["dice"]) if s == t]
+    for base in (r for r in rows if r["method"] == baseline):
+        for other in (r for r in rows if r["method"] != baseline and r["labelnum"] == base["labelnum"]
+                      and (baseline == "SUP" or r["model"] == base["model"])):
+            paired = [100 * (a - b) for s, a in zip(other["seeds"], other["per_seed"]["dice"])
+                      for t, b in zip(base["seeds"], base["per_seed"]["dice"]) if s == t]
             mean, std = mean_std(paired)
-            found.append({"labelnum": sup["labelnum"], "model": mt["model"], "dice_points": paired,
-                          "mean": mean, "std": std})
+            found.append({"labelnum": base["labelnum"], "method": other["method"], "model": other["model"],
+                          "baseline": baseline, "dice_points": paired, "mean": mean, "std": std})
     return found
 
 
@@ -114,8 +145,12 @@ def _cell(mean: float, std: float, percent: bool, sign: str = "") -> str:
 
 def markdown_report(header: dict, rows: list[dict], commands: list[list[str]], pictures: list[str]) -> str:
     units = rows[0]["units"] if rows else "voxels"
-    lines = [f"# {header['dataset']}: Mean Teacher against labeled-only training", "",
-             f"Trained on `{header['train_list']}` for {header['max_iterations']} iterations, seeds "
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    title = ", ".join(METHODS[m].label for m in methods if m != "SUP")
+    lines = [f"# {header['dataset']}: {title or 'labeled-only training'}"
+             + (" against labeled-only training" if "SUP" in methods and title else ""), "",
+             f"Trained on `{header['train_list']}` for {header['max_iterations']} iterations (each method its own "
+             f"schedule scaled by {header['max_iterations']} / {ORIGINAL_ITERATIONS}: see the table), seeds "
              f"{', '.join(map(str, header['seeds']))}; the **last** checkpoint of each run is evaluated on "
              f"`{header['eval_list']}`. Each cell is the mean ± standard deviation over seeds (n - 1) of the "
              f"per-seed mean over cases (and over foreground classes). Dice and Jaccard in %, 95HD and ASD in "
@@ -123,18 +158,23 @@ def markdown_report(header: dict, rows: list[dict], commands: list[list[str]], p
                             if header["val_list"] else "No validation (the evaluation cases are test cases, which no "
                             "run may validate on); no checkpoint is chosen."), "",
              f"Command: `{header['command']}`", "",
-             "| method | labeled | seeds | Dice % | Jaccard % | 95HD | ASD | Dice per seed | empty predictions |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| method | labeled | seeds | schedule | Dice % | Jaccard % | 95HD | ASD | Dice per seed | empty predictions |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = [_cell(r["mean"][m], r["std"][m], m in PERCENT) for m in METRICS]
         per_seed = ", ".join(f"{100 * d:.2f}" for d in r["per_seed"]["dice"])
+        schedule = " ".join(schedule_flags(r["method"], header["max_iterations"]))
         lines.append(f"| {r['label']} | {r['labelnum']} ({r['labeled_percent']:g} %) | {len(r['seeds'])} | "
-                     + " | ".join(cells) + f" | {per_seed} | {r['empty_predictions']} |")
-    diffs = differences(rows)
-    if diffs:
-        lines += ["", "Mean Teacher minus labeled-only, Dice points, paired by seed:", ""]
+                     f"`{schedule}` | " + " | ".join(cells) + f" | {per_seed} | {r['empty_predictions']} |")
+    for baseline in ("SUP", "MT"):
+        diffs = [d for d in differences(rows, baseline) if baseline == "SUP" or d["method"] != "SUP"]
+        if not diffs:
+            continue
+        lines += ["", f"Minus {METHODS[baseline].label}, Dice points, paired by seed"
+                  + (" (student against student, teacher against teacher)" if baseline != "SUP" else "") + ":", ""]
         for d in diffs:
-            lines.append(f"- {d['labelnum']} labeled, MT {d['model']}: {_cell(d['mean'], d['std'], False, sign='+')} "
+            lines.append(f"- {d['labelnum']} labeled, {METHODS[d['method']].label} {d['model']}: "
+                         f"{_cell(d['mean'], d['std'], False, sign='+')} "
                          f"(per seed: {', '.join(f'{p:+.2f}' for p in d['dice_points'])})")
     if rows and len(rows[0]["per_class"]) > 1:
         classes = list(rows[0]["per_class"])

@@ -17,7 +17,7 @@ def write_summary(folder, dice_by_class, empty=0):
 
 
 def test_collect_averages_classes_then_seeds(tmp_path):
-    runs = [Run(m, 5, s, f"x_s{s}") for s in (1, 2, 3) for m in ("SUP", "MT")]
+    runs = [Run(m, 5, s, f"x_s{s}", 9) for s in (1, 2, 3) for m in ("SUP", "MT")]
     values = {("SUP", 1): (0.6, 0.8), ("SUP", 2): (0.5, 0.7), ("SUP", 3): (0.7, 0.9),
               ("MT", 1): (0.7, 0.9), ("MT", 2): (0.6, 0.6), ("MT", 3): (0.8, 1.0)}
     for run in runs:
@@ -37,8 +37,8 @@ def test_collect_averages_classes_then_seeds(tmp_path):
     md = markdown_report({"dataset": "X", "train_list": "t", "eval_list": "e", "val_list": "e",
                           "max_iterations": 9, "seeds": [1, 2, 3], "command": "python reproduce.py"},
                          rows, [["python", "train_sup.py"]], ["curves.png"])
-    assert "| labeled-only | 5 (10 %) | 3 | 70.00 ± 10.00 |" in md
-    assert "- 5 labeled, MT student: +6.67 ± 5.77 (per seed: +10.00, +0.00, +10.00)" in md
+    assert "| labeled-only | 5 (10 %) | 3 | `--max_iterations 9` | 70.00 ± 10.00 |" in md
+    assert "- 5 labeled, Mean Teacher student: +6.67 ± 5.77 (per seed: +10.00, +0.00, +10.00)" in md
     assert "Dice % per foreground class" in md and "![curves.png](curves.png)" in md
 
 
