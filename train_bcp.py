@@ -60,10 +60,10 @@ def main():
         return
     session = TrainingSession(training_config(args, batch_size=args.batch_size), method="BCP", with_teacher=True)
 
-    # Data: the first labelnum training cases are labeled, the rest unlabeled.
+    # Data: the first --labelnum training cases are labeled (or, without it, those with labels), the rest unlabeled.
     labeled_ids, unlabeled_ids = session.split_cases(needs_unlabeled=True)
     session.load_batches(labeled_ids, unlabeled_ids)
-    session.open_run(f"{len(labeled_ids)} labeled and {len(unlabeled_ids)} unlabeled cases, patch {args.patch_size}; "
+    session.open_run(f"patch {args.patch_size}; "
                      f"pre-training for {args.pretrain_iterations} iterations, then self-training")
 
     student = session.network()

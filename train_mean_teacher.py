@@ -34,10 +34,10 @@ def main():
     session = TrainingSession(training_config(args, batch_size=args.batch_size), method="Mean Teacher",
                               with_teacher=True)
 
-    # Data: the first labelnum training cases are labeled, the rest unlabeled.
+    # Data: the first --labelnum training cases are labeled (or, without it, those with labels), the rest unlabeled.
     labeled_ids, unlabeled_ids = session.split_cases(needs_unlabeled=True)
     session.load_batches(labeled_ids, unlabeled_ids)
-    session.open_run(f"{len(labeled_ids)} labeled and {len(unlabeled_ids)} unlabeled cases, patch {args.patch_size}")
+    session.open_run(f"patch {args.patch_size}")
 
     # Models: the student learns; the teacher is its moving average and gets no gradients.
     # Under torchrun the student trains as DistributedDataParallel and each rank keeps a copy

@@ -26,10 +26,10 @@ def main():
     labeled_part = training_config(args, batch_size=args.labeled_bs)  # the labeled part of a Mean Teacher batch
     session = TrainingSession(labeled_part, method="labeled only", with_teacher=False)
 
-    # Data: only the first labelnum training cases, all labeled.
+    # Data: the labeled training cases alone (the first --labelnum, or those with labels).
     labeled_ids, _ = session.split_cases()
     session.load_batches(labeled_ids, [])
-    session.open_run(f"{len(labeled_ids)} labeled cases, patch {args.patch_size}")
+    session.open_run(f"patch {args.patch_size}")
 
     model = session.network()
     model_forward = session.trainable(model)  # DistributedDataParallel under torchrun

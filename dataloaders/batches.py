@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from dataloaders.check_data import check_cases
+from dataloaders.check_data import check_training_cases
 from dataloaders.la_heart import LAHeart, check_patch_fits
 from dataloaders.samplers import EndlessBatchSampler, RankSlice, TwoStreamBatchSampler
 from dataloaders.transforms import (Compose, RandomCrop, RandomRotFlip, ToTensor, draw_crop_start, mirrored_crop,
@@ -45,10 +45,11 @@ class _Batches:
 class LoaderBatches(_Batches):
     def __init__(self, data, case_ids, batch_sampler: TwoStreamBatchSampler | RankSlice, *, patch_size, seed: int,
                  device: torch.device, num_workers: int = 2, start_batch: int = 0, crop_margin=(0, 0, 0),
-                 crop_fill: str = "zero"):
-        """``data``: a ``DataFolder``, or the root of an h5 folder."""
+                 crop_fill: str = "zero", unlabeled_ids=()):
+        """``data``: a ``DataFolder`` (its ``unlabeled_ids`` read as images only), or the root
+        of an h5 folder."""
         transform = Compose([RandomRotFlip(), RandomCrop(patch_size, crop_margin, crop_fill), ToTensor()])
-        root, read = (data.root, data.read) if hasattr(data, "read") else (data, None)
+        root, read = (data.root, CaseReader(data, frozenset(unlabeled_ids))) if hasattr(data, "read") else (data, None)
         dataset = LAHeart(root, case_ids, transform=transform, seed=seed, read=read)
         self.device = device
         self.loader = DataLoader(dataset, batch_sampler=EndlessBatchSampler(batch_sampler, start_batch, seeded=True),
@@ -62,6 +63,17 @@ class LoaderBatches(_Batches):
         batch = next(self.batches)
         return (batch["image"].to(self.device, non_blocking=True),
                 batch["label"].to(self.device, non_blocking=True))
+
+
+@dataclass(frozen=True)
+class CaseReader:
+    """Reads a case of ``data`` in a DataLoader worker (picklable): an unlabeled case's image
+    alone, with the placeholder label of ``DataFolder.read``."""
+    data: object
+    unlabeled_ids: frozenset
+
+    def __call__(self, case_id: str):
+        return self.data.read(case_id, labeled=case_id not in self.unlabeled_ids)
 
 
 class DeviceBatches(_Batches):
@@ -140,7 +152,7 @@ def make_training_batches(data, labeled_ids, unlabeled_ids, settings: BatchSetti
         raise UserError(f"{len(labeled_ids)} labeled case(s) cannot fill --labeled_bs {s.labeled_bs} places per batch"
                         f"{ranks}; raise --labelnum or lower --labeled_bs")
     case_ids = list(labeled_ids) + list(unlabeled_ids)
-    volumes = check_cases(data, case_ids)
+    volumes = check_training_cases(data, labeled_ids, unlabeled_ids)  # unlabeled: images only
     shapes = {c: v[0].shape for c, v in zip(case_ids, volumes)}
     check_patch_fits(shapes, s.patch_size)
     if s.crop_fill == "mirror":
@@ -153,7 +165,7 @@ def make_training_batches(data, labeled_ids, unlabeled_ids, settings: BatchSetti
     if s.on_device:
         return DeviceBatches(volumes, sampler, seed=s.seed, device=device, start_batch=start_batch, **crop)
     return LoaderBatches(data, case_ids, sampler, seed=s.seed, device=device, num_workers=s.num_workers,
-                         start_batch=start_batch, **crop)
+                         start_batch=start_batch, unlabeled_ids=unlabeled_ids, **crop)
 
 
 def check_mirror_fits(shapes: dict, crop_margin) -> None:

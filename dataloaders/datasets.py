@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataloaders.case_lists import find_list
+import numpy as np
+
+from dataloaders import la_heart, msd
 from dataloaders.la_heart import case_path, read_case, read_case_zscored
 from dataloaders.msd import DATASET_JSON, IMAGES_DIR, case_paths, read_dataset_json, read_msd_case, read_msd_spacing
 from utils.errors import UserError
@@ -30,6 +33,9 @@ DATASETS = {
 }
 
 
+# The UA-MT h5 files store no voxel size: theirs is the LA challenge scans' 0.625 mm isotropic.
+H5_SPACING_MM = (0.625, 0.625, 0.625)
+
 # --normalize: "case" z-scores each image on its own; "none" keeps the h5 values as stored
 # (UA-MT: z-scored over the whole raw scan, then cropped). MSD images are always z-scored.
 INTENSITY_NORMALIZATIONS = ("case", "none")
@@ -39,28 +45,84 @@ INTENSITY_NORMALIZATIONS = ("case", "none")
 class DataFolder:
     """A data folder bound to its root: the UA-MT h5 layout (``kind`` "h5": case sub-folders,
     one foreground class, the lists beside the folder) or the MSD / nnU-Net layout ("msd":
-    ``dataset.json`` gives the classes, the lists inside the folder)."""
+    ``dataset.json`` gives the classes, the lists inside the folder; unlabeled images also in
+    ``imagesTs/`` and in ``unlabeled_dirs``). A case without a label (no label file, or an h5
+    file without a ``label`` dataset) is an unlabeled case."""
     root: Path
     kind: str                 # "h5" or "msd"
     num_classes: int          # background included
     lists_dir: Path           # where train.list / test.list are looked for by default
     normalize: str = "none"   # one of INTENSITY_NORMALIZATIONS (MSD images are always z-scored)
+    unlabeled_dirs: tuple = ()  # more folders of unlabeled images (MSD layout: --unlabeled_dir)
+    channels: int | None = None  # image channels every case must have (dataset.json's modalities)
 
-    def read(self, case_id: str) -> tuple:
-        """(image float32, label uint8) of one case, each (X, Y, Z)."""
+    def read(self, case_id: str, *, labeled: bool = True) -> tuple:
+        """(image float32, label uint8) of one case, each (X, Y, Z). For an unlabeled case
+        (``labeled`` False) the label is all zeros, a placeholder no loss reads: its label
+        file, if there is one, is never opened."""
+        if not labeled:
+            image = self.read_image(case_id)
+            return image, np.zeros(image.shape, np.uint8)
         if self.kind == "msd":
-            return read_msd_case(self.root, case_id, num_classes=self.num_classes)
+            return read_msd_case(self.root, case_id, num_classes=self.num_classes, extra_dirs=self.unlabeled_dirs)
         return (read_case_zscored if self.normalize == "case" else read_case)(self.root, case_id)
+
+    def read_image(self, case_id: str):
+        """The image of one case alone, float32 (X, Y, Z), normalised as ``read`` does."""
+        if self.kind == "msd":
+            return msd.read_msd_image(self.case_file(case_id))
+        image = la_heart.read_image(self.root, case_id)
+        return la_heart.zscore_finite(image) if self.normalize == "case" else image
+
+    def has_label(self, case_id: str) -> bool:
+        """Whether the case has a label: a label file in labelsTr/ for an image of imagesTr/
+        (MSD), a ``label`` dataset in its h5 file."""
+        if self.kind == "msd":
+            return msd.has_label(self.root, case_id, self.unlabeled_dirs)
+        return la_heart.has_label(self.root, case_id)
+
+    def case_ids(self) -> list[str]:
+        """Every case of the folder, for a run without a list file: the images of imagesTr/,
+        then those of imagesTs/ and ``unlabeled_dirs`` (MSD); the case sub-folders holding an
+        h5 file, sorted (h5)."""
+        if self.kind == "msd":
+            return msd.list_case_ids(self.root, extra_dirs=self.unlabeled_dirs)
+        ids = sorted(p.parent.name for p in self.root.glob(f"*/{la_heart.VOLUME_FILE}"))
+        if not ids:
+            raise UserError(f"no case folder with a {la_heart.VOLUME_FILE} in {self.root}; pass --root_path the folder "
+                            "of case sub-folders, or a --train_list")
+        return ids
+
+    def channel_problem(self, case_id: str) -> str | None:
+        """Why the case's image has other channels than the dataset's (dataset.json's modalities:
+        a 4D file's fourth axis, or nnU-Net v2's <ID>_0000, _0001, ... files), or None."""
+        if self.kind != "msd" or not self.channels:
+            return None
+        image = self.case_file(case_id)
+        if not image.is_file():
+            return None  # reading it names the missing file
+        if image.name.startswith(f"{case_id}_0000"):
+            found = sum(1 for _ in image.parent.glob(f"{case_id}_[0-9][0-9][0-9][0-9].nii*"))
+        else:
+            shape = msd.read_msd_shape(self.root, case_id, self.unlabeled_dirs)
+            found = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+        if found != self.channels:
+            return (f"{image}: {found} image channel(s), but {DATASET_JSON} names {self.channels} modalities; "
+                    "give every case the same channels")
+        return None
 
     def case_file(self, case_id: str) -> Path:
         """The case's image file, as named in messages."""
-        return case_paths(self.root, case_id)[0] if self.kind == "msd" else case_path(self.root, case_id)
+        if self.kind == "msd":
+            return case_paths(self.root, case_id, self.unlabeled_dirs)[0]
+        return case_path(self.root, case_id)
 
     def fingerprint(self, case_id: str) -> str:
         """What the case's files hold, cheaply: each file's size and a hash of its first and last
         64 KiB ("" for a missing file). Neither path nor modification time counts, so a moved
         or copied data folder has the same fingerprints."""
-        files = case_paths(self.root, case_id) if self.kind == "msd" else (case_path(self.root, case_id),)
+        files = (case_paths(self.root, case_id, self.unlabeled_dirs) if self.kind == "msd"
+                 else (case_path(self.root, case_id),))
         return " ".join(_file_fingerprint(path) for path in files)
 
     @property
@@ -70,16 +132,25 @@ class DataFolder:
 
     def spacing(self, case_id: str) -> tuple[float, float, float]:
         """The case's voxel size in mm, from its header (only where ``has_spacing``)."""
-        return read_msd_spacing(self.root, case_id)
+        return read_msd_spacing(self.root, case_id, self.unlabeled_dirs)
+
+    def training_spacing(self, case_ids) -> tuple[float, float, float]:
+        """The voxel size (mm) the cases are trained at: the median of their headers' per axis
+        (MSD), ``H5_SPACING_MM`` for the h5 layout. Stored in checkpoints, for predict.py to bring
+        new scans to it."""
+        if not self.has_spacing:
+            return H5_SPACING_MM
+        spacings = np.array([self.spacing(case_id) for case_id in case_ids], dtype=float)
+        return tuple(float(v) for v in np.median(spacings, axis=0))
 
     def list_file(self, name) -> Path:
         """A list file named on the command line, found as ``find_list`` does (beside the data too)."""
         return find_list(name, self.lists_dir)
 
 
-def _file_fingerprint(path: Path, edge: int = 65536) -> str:
+def _file_fingerprint(path: Path | None, edge: int = 65536) -> str:
     """``size:hash`` of the file's first and last ``edge`` bytes, or "" where it does not exist."""
-    if not path.is_file():
+    if path is None or not path.is_file():
         return ""
     size = path.stat().st_size
     digest = hashlib.sha256()
@@ -90,18 +161,25 @@ def _file_fingerprint(path: Path, edge: int = 65536) -> str:
     return f"{size}:{digest.hexdigest()[:16]}"
 
 
-def data_folder(root, normalize: str = "none") -> DataFolder:
-    """The folder at ``root``: the MSD layout where it holds a dataset.json, else the UA-MT h5
-    layout, its images z-scored per case when ``normalize`` is "case". An MSD folder without its
-    dataset.json (an imagesTr/ folder there) is a ``UserError`` saying so."""
+def data_folder(root, normalize: str = "none", unlabeled_dirs=()) -> DataFolder:
+    """The folder at ``root``: the MSD layout where it holds a dataset.json (with more folders of
+    unlabeled images, ``unlabeled_dirs``), else the UA-MT h5 layout, its images z-scored per
+    case when ``normalize`` is "case". An MSD folder without its dataset.json (an imagesTr/
+    folder there) is a ``UserError`` saying so, as are ``unlabeled_dirs`` beside an h5 folder."""
     if normalize not in INTENSITY_NORMALIZATIONS:
         raise UserError(f"unknown normalization {normalize!r}; choose one of {', '.join(INTENSITY_NORMALIZATIONS)}")
     root = Path(root)
+    unlabeled_dirs = tuple(Path(d).resolve() for d in unlabeled_dirs)
     if (root / DATASET_JSON).is_file():
-        return DataFolder(root, "msd", read_dataset_json(root)["num_classes"], root, normalize)
+        info = read_dataset_json(root)
+        return DataFolder(root, "msd", info["num_classes"], root, normalize, unlabeled_dirs,
+                          channels=len(info["modality"]) or None)
     if (root / IMAGES_DIR).is_dir():
         raise UserError(f"{root} has an {IMAGES_DIR}/ folder (the MSD / nnU-Net layout) but no {DATASET_JSON}; "
                         f"put the dataset's {DATASET_JSON} there (its \"labels\" name the classes)")
+    if unlabeled_dirs:
+        raise UserError(f"--unlabeled_dir is for NIfTI folders (the MSD layout); in the h5 layout of {root} put each "
+                        f"unlabeled case beside the others: <ID>/{la_heart.VOLUME_FILE} with an 'image' and no 'label'")
     return DataFolder(root, "h5", 2, root.parent, normalize)
 
 

@@ -1,5 +1,6 @@
 """The LA dataset in the UA-MT layout: ``<root>/<ID>/mri_norm2.h5`` holding ``image``
-(float32, z-scored) and ``label`` (uint8, 0 background / 1 atrium), shape (X, Y, Z)."""
+(float32, z-scored) and ``label`` (uint8, 0 background / 1 atrium), shape (X, Y, Z). A case
+file with an ``image`` and no ``label`` is an unlabeled case."""
 import functools
 from pathlib import Path
 
@@ -25,19 +26,45 @@ def check_root(root) -> Path:
     return root
 
 
-def read_case(root, case_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(image float32, label uint8) of one case, each (X, Y, Z)."""
+def _read_datasets(root, case_id: str, keys: tuple) -> list[np.ndarray]:
+    """The arrays ``keys`` of the case's h5 file; a missing or unreadable file, or a missing
+    dataset, is a ``UserError`` naming the file."""
     path = case_path(root, case_id)
     if not path.is_file():
         raise UserError(f"case {case_id!r} is listed but {path} does not exist; fix the list or the data folder")
     try:
         with h5py.File(path, "r") as f:
-            missing = [key for key in ("image", "label") if key not in f]
+            missing = [key for key in keys if key not in f]
             if missing:
-                raise UserError(f"{path} has no {' or '.join(map(repr, missing))} dataset (expected 'image' and 'label')")
-            image, label = f["image"][:], f["label"][:]
+                raise UserError(f"{path} has no {' or '.join(map(repr, missing))} dataset (expected "
+                                f"{' and '.join(map(repr, keys))})")
+            return [f[key][:] for key in keys]
     except OSError as err:
         raise UserError(f"cannot read {path} (truncated or not HDF5?): {err}") from None
+
+
+def has_label(root, case_id: str) -> bool:
+    """Whether the case's h5 file holds a ``label`` dataset. A missing or unreadable file counts
+    as labeled: reading it then reports what is wrong with it."""
+    try:
+        with h5py.File(case_path(root, case_id), "r") as f:
+            return "label" in f
+    except OSError:
+        return True
+
+
+def read_image(root, case_id: str) -> np.ndarray:
+    """The image of one case, float32 (X, Y, Z); its label, if any, is not read."""
+    (image,) = _read_datasets(root, case_id, ("image",))
+    if image.ndim != 3:
+        raise UserError(f"{case_path(root, case_id)}: expected a 3D volume (X, Y, Z), got shape {image.shape}")
+    return image.astype(np.float32, copy=False)
+
+
+def read_case(root, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image float32, label uint8) of one case, each (X, Y, Z)."""
+    path = case_path(root, case_id)
+    image, label = _read_datasets(root, case_id, ("image", "label"))
     if image.shape != label.shape:
         raise UserError(f"{path}: image shape {image.shape} differs from label shape {label.shape}")
     if image.ndim != 3:
@@ -55,9 +82,15 @@ def read_case_zscored(root, case_id: str) -> tuple[np.ndarray, np.ndarray]:
     atrium, so a crop that leaves much bright tissue outside comes out dark (mean near 0, std
     0.3-0.5 instead of about 1 and 1); z-scoring the crop itself removes that difference."""
     image, label = read_case(root, case_id)
-    finite = image[np.isfinite(image)]  # NaN voxels stay NaN, for check_cases to report
+    return zscore_finite(image), label
+
+
+def zscore_finite(image: np.ndarray) -> np.ndarray:
+    """The image z-scored over its finite voxels (NaN voxels stay NaN, for check_cases to
+    report); a constant image is only shifted."""
+    finite = image[np.isfinite(image)]
     mean, std = (finite.mean(dtype=np.float64), finite.std(dtype=np.float64)) if finite.size else (0.0, 1.0)
-    return ((image - mean) / (std if std > 0 else 1.0)).astype(np.float32), label
+    return ((image - mean) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
 def read_shape(root, case_id: str) -> tuple[int, ...]:

@@ -3,6 +3,10 @@
     <root>/dataset.json             labels {"0": "background", "1": ...}, modality {"0": "MRI"}
     <root>/imagesTr/<ID>.nii.gz     the image (nnU-Net v2 names it <ID>_0000.nii.gz: found too)
     <root>/labelsTr/<ID>.nii.gz     integer labels 0..num_classes-1
+    <root>/imagesTs/<ID>.nii.gz     unlabeled images (so is an imagesTr image without a label)
+
+An image whose label file is missing is an unlabeled case; so is every image of imagesTs/ and
+of any other unlabeled folder (``--unlabeled_dir``). Their labels are never read.
 
 Volumes keep the voxel order of the file (no reorientation), like nnU-Net. Each image is
 z-scored on its own (mean and std over the whole volume), because intensities differ wildly
@@ -21,6 +25,7 @@ from dataloaders.case_lists import read_case_list
 from utils.errors import UserError
 
 IMAGES_DIR, LABELS_DIR, DATASET_JSON = "imagesTr", "labelsTr", "dataset.json"
+UNLABELED_DIR = "imagesTs"  # MSD's test images, which have no labels: unlabeled training cases
 # Tried in this order; "_0000" is nnU-Net v2's channel-0 suffix.
 IMAGE_SUFFIXES = (".nii.gz", "_0000.nii.gz", ".nii", "_0000.nii")
 LABEL_SUFFIXES = (".nii.gz", ".nii")
@@ -74,31 +79,46 @@ def read_dataset_json(root) -> dict:
     return info
 
 
-def case_paths(root, case_id: str) -> tuple[Path, Path]:
-    """``(image path, label path)`` of one case: ``imagesTr/<ID>.nii.gz`` (or ``<ID>_0000.nii.gz``,
-    or ``.nii``) and ``labelsTr/<ID>.nii.gz`` (or ``.nii``). When no file exists, the MSD
-    ``.nii.gz`` name is returned, so that errors name the expected file."""
+def _first_existing(folder: Path, case_id: str, suffixes) -> Path | None:
+    for suffix in suffixes:
+        if (folder / f"{case_id}{suffix}").is_file():
+            return folder / f"{case_id}{suffix}"
+    return None
+
+
+def unlabeled_dirs(root, extra=()) -> tuple[Path, ...]:
+    """The folders of unlabeled images: ``<root>/imagesTs`` where it exists, then ``extra``."""
+    test_images = Path(root) / UNLABELED_DIR
+    return ((test_images,) if test_images.is_dir() else ()) + tuple(Path(e) for e in extra)
+
+
+def case_paths(root, case_id: str, extra_dirs=()) -> tuple[Path, Path | None]:
+    """``(image path, label path or None)`` of one case. The image is ``imagesTr/<ID>.nii.gz``
+    (or ``<ID>_0000.nii.gz``, or ``.nii``), else the same name in an unlabeled folder
+    (``imagesTs/``, then ``extra_dirs``), whose images have no label (None); the label is
+    ``labelsTr/<ID>.nii.gz`` (or ``.nii``). Where no image exists the ``imagesTr/<ID>.nii.gz``
+    name is returned, so that errors name the expected file."""
     root = Path(root)
+    image = _first_existing(root / IMAGES_DIR, case_id, IMAGE_SUFFIXES)
+    if image is None:
+        for folder in unlabeled_dirs(root, extra_dirs):
+            found = _first_existing(folder, case_id, IMAGE_SUFFIXES)
+            if found is not None:
+                return found, None
+        image = root / IMAGES_DIR / f"{case_id}{IMAGE_SUFFIXES[0]}"
+    label = _first_existing(root / LABELS_DIR, case_id, LABEL_SUFFIXES)
+    return image, label or root / LABELS_DIR / f"{case_id}{LABEL_SUFFIXES[0]}"
 
-    def first_existing(folder: Path, suffixes) -> Path:
-        for suffix in suffixes:
-            if (folder / f"{case_id}{suffix}").is_file():
-                return folder / f"{case_id}{suffix}"
-        return folder / f"{case_id}{suffixes[0]}"
 
-    return first_existing(root / IMAGES_DIR, IMAGE_SUFFIXES), first_existing(root / LABELS_DIR, LABEL_SUFFIXES)
+def has_label(root, case_id: str, extra_dirs=()) -> bool:
+    """Whether the case has a label file (an image of an unlabeled folder never has)."""
+    _, label = case_paths(root, case_id, extra_dirs)
+    return label is not None and label.is_file()
 
 
-def list_case_ids(root, list_file=None) -> list[str]:
-    """Case IDs: those of ``list_file`` in file order when given (see ``read_case_list``), else
-    every image of ``<root>/imagesTr`` sorted by name (``_0000`` suffixes and macOS ``._`` files
-    left out)."""
-    if list_file is not None:
-        return read_case_list(list_file)
-    folder = Path(root) / IMAGES_DIR
-    if not folder.is_dir():
-        raise UserError(f"{folder} not found (expected the MSD / nnU-Net layout: {DATASET_JSON}, "
-                        f"{IMAGES_DIR}/, {LABELS_DIR}/)")
+def _folder_case_ids(folder: Path) -> list[str]:
+    """The case IDs of the images in ``folder``, sorted (``_0000`` suffixes and macOS ``._``
+    files left out)."""
     ids = set()
     for path in folder.iterdir():
         name = path.name
@@ -109,9 +129,34 @@ def list_case_ids(root, list_file=None) -> list[str]:
                 case_id = name[: -len(suffix)]
                 ids.add(case_id[:-5] if case_id.endswith("_0000") else case_id)
                 break
-    if not ids:
-        raise UserError(f"no .nii.gz image in {folder}")
     return sorted(ids)
+
+
+def list_case_ids(root, list_file=None, extra_dirs=None) -> list[str]:
+    """Case IDs: those of ``list_file`` in file order when given (see ``read_case_list``), else
+    every image of ``<root>/imagesTr`` sorted by name; with ``extra_dirs`` (a tuple, may be
+    empty) the images of the unlabeled folders (``imagesTs/``, then ``extra_dirs``) follow,
+    each folder sorted. An ID in two folders is a ``UserError``: it would name two images."""
+    if list_file is not None:
+        return read_case_list(list_file)
+    folder = Path(root) / IMAGES_DIR
+    if not folder.is_dir():
+        raise UserError(f"{folder} not found (expected the MSD / nnU-Net layout: {DATASET_JSON}, "
+                        f"{IMAGES_DIR}/, {LABELS_DIR}/)")
+    folders = [folder] + (list(unlabeled_dirs(root, extra_dirs)) if extra_dirs is not None else [])
+    ids, found_in = [], {}
+    for each in folders:
+        if not each.is_dir():
+            raise UserError(f"unlabeled image folder not found: {each} (check --unlabeled_dir)")
+        for case_id in _folder_case_ids(each):
+            if case_id in found_in:
+                raise UserError(f"case {case_id!r} has an image in both {found_in[case_id]} and {each}; "
+                                "rename one of them")
+            found_in[case_id] = each
+            ids.append(case_id)
+    if not ids:
+        raise UserError(f"no .nii.gz image in {', '.join(map(str, folders))}")
+    return ids
 
 
 def _load(path: Path, what: str):
@@ -161,8 +206,14 @@ def zscore(image: np.ndarray, path=None) -> np.ndarray:
     return ((image - mean) / std).astype(np.float32)
 
 
+def read_msd_image(image_path: Path, channel: int = 0) -> np.ndarray:
+    """The image of ``image_path`` (a 4D file: its channel ``channel``), z-scored, float32 (X, Y, Z)."""
+    image = _to_3d(_voxels(_load(image_path, "image"), image_path), image_path, channel)
+    return zscore(image, image_path)
+
+
 def read_msd_case(root, case_id: str, num_classes: int | None = None,
-                  channel: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                  channel: int = 0, extra_dirs=()) -> tuple[np.ndarray, np.ndarray]:
     """``(image float32 (X, Y, Z), label uint8 (X, Y, Z))`` of one case.
 
     The image is z-scored on its own (mean 0, std 1 over the whole volume). A 4D
@@ -176,7 +227,10 @@ def read_msd_case(root, case_id: str, num_classes: int | None = None,
     """
     if num_classes is None:
         num_classes = read_dataset_json(root)["num_classes"]
-    image_path, label_path = case_paths(root, case_id)
+    image_path, label_path = case_paths(root, case_id, extra_dirs)
+    if label_path is None:
+        raise UserError(f"case {case_id!r} is an unlabeled image ({image_path}); list it after the labeled cases "
+                        "or leave --labelnum out")
     image_nii, label_nii = _load(image_path, "image"), _load(label_path, "label")
     image = _to_3d(_voxels(image_nii, image_path), image_path, channel)
     label = _voxels(label_nii, label_path)
@@ -196,9 +250,9 @@ def read_msd_case(root, case_id: str, num_classes: int | None = None,
     return zscore(image, image_path), label.astype(np.uint8)
 
 
-def read_msd_spacing(root, case_id: str) -> tuple[float, float, float]:
+def read_msd_spacing(root, case_id: str, extra_dirs=()) -> tuple[float, float, float]:
     """``(sx, sy, sz)`` voxel size in mm of the case's image, from the NIfTI header (pixdim)."""
-    image_path, _ = case_paths(root, case_id)
+    image_path, _ = case_paths(root, case_id, extra_dirs)
     header = _load(image_path, "image").header
     zooms = header.get_zooms()
     if len(zooms) < 3:
@@ -207,10 +261,11 @@ def read_msd_spacing(root, case_id: str) -> tuple[float, float, float]:
     return tuple(float(z) * to_mm for z in zooms[:3])
 
 
-def read_msd_shape(root, case_id: str) -> tuple[int, int, int]:
-    """The (X, Y, Z) image shape from the NIfTI header, without reading the voxels."""
-    image_path, _ = case_paths(root, case_id)
+def read_msd_shape(root, case_id: str, extra_dirs=()) -> tuple[int, ...]:
+    """The image shape from the NIfTI header, without reading the voxels: (X, Y, Z), or
+    (X, Y, Z, C) for a multi-channel image."""
+    image_path, _ = case_paths(root, case_id, extra_dirs)
     shape = _load(image_path, "image").shape
     if len(shape) < 3:
         raise UserError(f"{image_path}: expected a 3D volume, got shape {shape}")
-    return tuple(int(s) for s in shape[:3])
+    return tuple(int(s) for s in shape)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataloaders.batches import BatchSettings
+from dataloaders.case_split import split_cases, training_case_ids
 from dataloaders.check_data import print_data_report
 from dataloaders.datasets import DATASETS, INTENSITY_NORMALIZATIONS, data_folder, dataset_defaults, root_or_default
 from networks.vnet import patch_size_problem
@@ -25,11 +26,16 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
     data.add_argument("--root_path", default=None,
                       help="folder of case sub-folders (default: the dataset's, e.g. data/LA/2018LA_Seg_Training Set)")
     data.add_argument("--train_list", default=None,
-                      help="training case IDs (default: train.list beside the case folder, or inside an MSD folder)")
+                      help="training case IDs, labeled and unlabeled (default: train.list beside the case folder, or "
+                           "inside an MSD folder; without one, every case of the folder)")
+    data.add_argument("--unlabeled_dir", nargs="+", default=[], metavar="FOLDER",
+                      help="more folders of unlabeled NIfTI images (MSD layout; imagesTs/ is one already)")
     data.add_argument("--val_list", default=None,
                       help="validation case IDs: the student is scored every --val_every iterations and the "
                            "best kept as best_model.pth (never the test list)")
-    data.add_argument("--labelnum", type=int, default=25, help="the first LABELNUM training cases are labeled")
+    data.add_argument("--labelnum", type=int, default=None,
+                      help="the first LABELNUM training cases are labeled, the rest unlabeled even where they have "
+                           "labels (the benchmark protocol; default: the cases that have labels are labeled)")
     data.add_argument("--max_samples", type=int, default=None,
                       help="use at most this many training cases (labeled + unlabeled); default all")
     data.add_argument("--normalize", default="case", choices=INTENSITY_NORMALIZATIONS,
@@ -94,11 +100,23 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
     if not root.is_dir():
         raise UserError(f"data folder not found: {root} (pass --root_path; README.md says how to get the "
                         f"{args.dataset_name} data, or try --dataset_name Synthetic)")
-    data = data_folder(root, args.normalize)
+    args.unlabeled_dir = [str(Path(d).resolve()) for d in args.unlabeled_dir]
+    data = data_folder(root, args.normalize, args.unlabeled_dir)
     args.data_format, args.num_classes = data.kind, data.num_classes
-    args.train_list = str(data.list_file(args.train_list) if args.train_list
-                          else (data.lists_dir / "train.list").resolve())
+    default_list = data.lists_dir / "train.list"
+    if args.train_list:
+        args.train_list = str(data.list_file(args.train_list))
+    else:  # without a list, every case of the folder
+        args.train_list = str(default_list.resolve()) if default_list.is_file() else None
     args.val_list = str(data.list_file(args.val_list)) if args.val_list else None
+    # Without --labelnum the cases that have labels are the labeled ones; their number names the
+    # run folder, as --labelnum does.
+    args.labels_from_files = args.labelnum is None
+    if args.labels_from_files:
+        if args.max_samples is not None and args.max_samples < 1:
+            raise UserError(f"--max_samples must be at least 1 (leave it out to use every case), got {args.max_samples}")
+        case_ids = training_case_ids(data, args.train_list)
+        args.labelnum = len(split_cases(data, case_ids, None, args.max_samples).labeled)
     problem = patch_size_problem(args.patch_size)
     if problem:
         raise UserError(f"--patch_size {' '.join(map(str, args.patch_size))}: {problem}")
@@ -130,8 +148,12 @@ def report_data_if_asked(args: argparse.Namespace) -> bool:
     """With --check_data: check the training and validation cases (and that the patch fits),
     print a short report, and return True: the script then stops without training."""
     if args.check_data:
-        print_data_report(data_folder(args.root_path, args.normalize), [args.train_list, args.val_list],
-                          patch_size=args.patch_size)
+        data = data_folder(args.root_path, args.normalize, args.unlabeled_dir)
+        split = split_cases(data, training_case_ids(data, args.train_list),
+                            None if args.labels_from_files else args.labelnum, args.max_samples)
+        print(split.describe())
+        print_data_report(data, training=(args.train_list or f"the cases of {data.root}", split.labeled, split.unlabeled),
+                          val_list=args.val_list, patch_size=args.patch_size)
     return bool(args.check_data)
 
 
@@ -147,11 +169,12 @@ class DataSettings:
     """Where the training cases are and which of them are labeled."""
     root_path: str
     normalize: str
-    train_list: str
+    train_list: str | None      # None: every case of the folder
     val_list: str | None
-    labelnum: int
+    labelnum: int | None        # None: the cases with labels are the labeled ones
     max_samples: int | None
     patch_size: tuple
+    unlabeled_dirs: tuple = ()  # more folders of unlabeled images (MSD)
 
 
 @dataclass(frozen=True)
@@ -189,8 +212,9 @@ def training_config(args: argparse.Namespace, *, batch_size: int) -> TrainingCon
     patches per iteration (labeled-only training takes ``--labeled_bs`` of them)."""
     return TrainingConfig(
         data=DataSettings(root_path=args.root_path, normalize=args.normalize, train_list=args.train_list,
-                          val_list=args.val_list, labelnum=args.labelnum, max_samples=args.max_samples,
-                          patch_size=tuple(args.patch_size)),
+                          val_list=args.val_list, labelnum=None if args.labels_from_files else args.labelnum,
+                          max_samples=args.max_samples, patch_size=tuple(args.patch_size),
+                          unlabeled_dirs=tuple(args.unlabeled_dir)),
         batches=BatchSettings(batch_size=batch_size, labeled_bs=args.labeled_bs, patch_size=tuple(args.patch_size),
                               seed=args.seed, on_device=bool(args.data_on_device), num_workers=args.num_workers,
                               crop_margin=tuple(args.crop_margin), crop_fill=args.crop_fill),

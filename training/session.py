@@ -2,7 +2,7 @@
 script shows only its method. In the order a script calls it:
 
     session = TrainingSession(config, method="Mean Teacher", with_teacher=True)  # device, seeds, resume check
-    labeled_ids, unlabeled_ids = session.split_cases()        # the first --labelnum cases labeled
+    labeled_ids, unlabeled_ids = session.split_cases()        # --labelnum, or the cases with labels
     session.load_batches(labeled_ids, unlabeled_ids)          # every case read and checked
     session.open_run("...")                                   # validation cases, run folder, header
     student = session.network()                               # the VNet, once per model
@@ -22,7 +22,8 @@ from torch import nn
 from tqdm import tqdm
 
 from dataloaders.batches import make_training_batches
-from dataloaders.case_lists import check_validation_cases, read_case_list, split_labeled
+from dataloaders.case_lists import check_validation_cases, read_case_list
+from dataloaders.case_split import split_cases, training_case_ids
 from dataloaders.check_data import check_cases
 from dataloaders.datasets import data_folder
 from training.arguments import TrainingConfig
@@ -72,23 +73,30 @@ class TrainingSession:
         seed_everything(run.seed, config.speed.deterministic)
         self.start_iteration = self.resume_from["iteration"] if self.resume_from else 0
         self.base_lr_changes = base_lr_changes(self.resume_from, config.schedule.base_lr) if self.resume_from else []
-        self.data = data_folder(config.data.root_path, config.data.normalize)
+        self.data = data_folder(config.data.root_path, config.data.normalize, config.data.unlabeled_dirs)
         self.memory_format = memory_format_for(self.device, config.speed.channels_last)
         self.precision = MixedPrecision(self.device, config.speed.amp)
         self.models: dict[str, nn.Module | None] = {}
-        self.run = self.batches = self.optimizer = self.periodic = None
+        self.run = self.batches = self.optimizer = self.periodic = self.split = None
         self.cases: dict = {}  # the training cases and their fingerprints, once load_batches has them
 
     # --- data -----------------------------------------------------------------------------
     def split_cases(self, *, needs_unlabeled: bool = False) -> tuple[list[str], list[str]]:
-        """(labeled, unlabeled) case IDs: the first --labelnum of the training list, then the
-        rest (up to --max_samples in all); a one-line error where the method ``needs_unlabeled``
-        cases and there are none."""
+        """(labeled, unlabeled) case IDs of the training list (or of the whole folder, without
+        one; up to --max_samples in all): the first --labelnum and the rest, or without
+        --labelnum the cases that have labels and those that have none
+        (``dataloaders.case_split``). A one-line error where the method ``needs_unlabeled``
+        cases and there are none. The run header says what was found."""
         data = self.config.data
-        labeled_ids, unlabeled_ids = split_labeled(read_case_list(data.train_list), data.labelnum, data.max_samples)
+        self.split = split_cases(self.data, training_case_ids(self.data, data.train_list), data.labelnum,
+                                 data.max_samples)
+        labeled_ids, unlabeled_ids = self.split.labeled, self.split.unlabeled
         if needs_unlabeled and not unlabeled_ids:
+            fix = ("lower --labelnum" if data.labelnum is not None else
+                   "add unlabeled images (imagesTr/ images without a label file, imagesTs/, --unlabeled_dir), or "
+                   "pass --labelnum N to use only the first N listed cases as labeled")
             raise UserError(f"all {len(labeled_ids)} training cases are labeled, so {self.method} has no unlabeled "
-                            "data; lower --labelnum or use train_sup.py")
+                            f"data; {fix}, or use train_sup.py")
         return labeled_ids, unlabeled_ids
 
     def load_batches(self, labeled_ids: list[str], unlabeled_ids: list[str]) -> None:
@@ -109,6 +117,10 @@ class TrainingSession:
         self.batches = make_training_batches(self.data, labeled_ids, unlabeled_ids, self.config.batches,
                                              device=self.device, start_batch=self.start_iteration,
                                              rank=self.ranks.rank, world_size=self.ranks.world_size)
+        # for predict.py (after the check, which names any unreadable file): the voxel size and
+        # layout the network learns from
+        self.cases.update(spacing=list(self.data.training_spacing([*labeled_ids, *unlabeled_ids])),
+                          data_kind=self.data.kind)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(image (B, 1, X, Y, Z) in the session's memory format, label (B, X, Y, Z) int64)."""
@@ -116,16 +128,19 @@ class TrainingSession:
         return image.contiguous(memory_format=self.memory_format), label
 
     # --- the run folder -------------------------------------------------------------------
-    def open_run(self, cases_line: str) -> None:
+    def open_run(self, details: str) -> None:
         """Check the validation cases, then open the run folder (only now, after every data
-        check passed) with config.json and the run header, ending with ``cases_line``. Under
-        torchrun only rank 0 writes."""
+        check passed) with config.json and the run header, ending with the training cases found
+        and the method's ``details``. Under torchrun only rank 0 writes."""
         self.validator = self._validator()
         self.run = RunFolder(self.config.run.folder, overwrite=self.config.run.overwrite, continues=self.continues,
                              writes=self.ranks.is_main, average=self.ranks.average)
         for line in self._header():
             self.run.info(line)
-        self.run.info(cases_line)
+        cases = self.split.describe()
+        if self.split.unlabeled and not self.cases["unlabeled_ids"]:
+            cases += "; the unlabeled ones are not used (labeled-only training)"
+        self.run.info(f"{cases}; {details}")
 
     def _validator(self) -> Validator | None:
         """The validator of --val_list (its cases checked first), or None; under torchrun each

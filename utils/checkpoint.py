@@ -6,7 +6,8 @@ configuration), ``student`` and ``teacher`` weights (``teacher`` None for labele
 ``optimizer`` and ``scaler`` state, ``args`` (every flag of the run); what decides the data,
 which ``--resume`` compares: ``labeled_ids`` and ``unlabeled_ids`` (the training cases in
 order) and ``data_fingerprint`` ({case ID: its files' sizes and a hash of their first and last
-64 KiB}); ``base_lr_changes`` (each lowering of ``--base_lr`` on a resume: iteration, from,
+64 KiB}), ``spacing`` (the training voxel size in mm along X, Y, Z) and ``data_kind`` ("h5"
+or "msd"); ``base_lr_changes`` (each lowering of ``--base_lr`` on a resume: iteration, from,
 to). The training schedule adds ``random_states`` (and ``rank_random_states`` under torchrun)
 and ``best_val_dice``, the training session the ``method`` that wrote it. Checkpoints from
 before a key was added lack it.
@@ -95,6 +96,20 @@ def trained_normalization(checkpoint: dict) -> str:
     """How the checkpoint's run read its images (``--normalize``); runs from before that flag
     read the h5 values as stored."""
     return (checkpoint.get("args") or {}).get("normalize", "none")
+
+
+def trained_spacing(checkpoint: dict) -> tuple | None:
+    """The voxel size (mm, along X, Y, Z) the checkpoint's network was trained at, or None for
+    checkpoints from before it was stored."""
+    spacing = checkpoint.get("spacing") if isinstance(checkpoint, dict) else None
+    return tuple(float(s) for s in spacing) if spacing else None
+
+
+def trained_data_kind(checkpoint: dict) -> str | None:
+    """The layout the checkpoint's run read ("h5": UA-MT h5 files, "msd": NIfTI in the MSD
+    layout, its images always z-scored per case), or None for checkpoints from before it was
+    stored."""
+    return checkpoint.get("data_kind") if isinstance(checkpoint, dict) else None
 
 
 def trained_patch_size(checkpoint) -> tuple | None:

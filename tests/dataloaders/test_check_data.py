@@ -81,6 +81,9 @@ def broken(tmp_path_factory):
 
     ids = ["clean_a", "truncated", "no_label", "clean_b", "mismatched", "label_3", "nan_voxel"]
     write_list(base / "train.list", ids)
+    # for the scripts: the first 6 labeled (--labelnum 6), then no_label, a valid unlabeled case
+    write_list(base / "scripts.list", ["clean_a", "truncated", "clean_b", "mismatched", "label_3", "nan_voxel",
+                                       "no_label"])
     return base
 
 
@@ -93,10 +96,10 @@ EXPECTED = {  # case -> fragments of its one line
 }
 
 
-def assert_problem_lines(lines, root):
+def assert_problem_lines(lines, root, broken=BROKEN):
     """One line per broken case, in list order, naming the case and its file."""
-    assert len(lines) == len(BROKEN), lines
-    for case_id, line in zip(BROKEN, lines):
+    assert len(lines) == len(broken), lines
+    for case_id, line in zip(broken, lines):
         assert line.startswith(f"case {case_id}: "), line
         assert str(case_path(root, case_id)) in line, line
         for fragment in EXPECTED[case_id]:
@@ -176,31 +179,34 @@ def test_label_values_beyond_uint8_are_reported(tmp_path):
 
 
 # ------------------------------------------------------------------ the scripts
-def check_data_args(base, train_list="train.list", *extra):
+def check_data_args(base, train_list="train.list", *extra, labelnum="1"):
     return ["--dataset_name", "LA", "--root_path", base / "volumes", "--train_list", base / train_list,
-            "--labelnum", "1", "--patch_size", "32", "32", "16", "--check_data", *extra]  # a patch the cases fit
+            "--labelnum", labelnum, "--patch_size", "32", "32", "16", "--check_data", *extra]  # a patch the cases fit
+
+
+BROKEN_FOR_SCRIPTS = [case for case in BROKEN if case != "no_label"]  # unlabeled there: a valid case
 
 
 @pytest.mark.parametrize("script", [MT, SUP])
 def test_check_data_reports_all_problems_and_exits_2(script, broken, tmp_path):
-    proc = run_script(script, check_data_args(broken), tmp_path)
+    proc = run_script(script, check_data_args(broken, "scripts.list", labelnum="6"), tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines[0] == f"error: {len(BROKEN)} problem(s) in the data:", proc.stderr
+    assert lines[0] == f"error: {len(BROKEN_FOR_SCRIPTS)} problem(s) in the data:", proc.stderr
     assert all(line.startswith("  case ") for line in lines[1:])
-    assert_problem_lines([line.strip() for line in lines[1:]], broken / "volumes")
+    assert_problem_lines([line.strip() for line in lines[1:]], broken / "volumes", BROKEN_FOR_SCRIPTS)
     assert not (tmp_path / "model").exists(), "--check_data writes no run folder"
 
 
 def test_training_on_broken_data_stops_before_starting(broken, tmp_path):
-    args = ["--dataset_name", "LA", "--root_path", broken / "volumes", "--train_list", broken / "train.list",
-            "--labelnum", "2", "--patch_size", "32", "32", "16", "--max_iterations", "1"]
+    args = ["--dataset_name", "LA", "--root_path", broken / "volumes", "--train_list", broken / "scripts.list",
+            "--labelnum", "6", "--patch_size", "32", "32", "16", "--max_iterations", "1"]
     proc = run_script(MT, args, tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines[0] == f"error: {len(BROKEN)} problem(s) in the data:"
-    assert_problem_lines([line.strip() for line in lines[1:]], broken / "volumes")
+    assert lines[0] == f"error: {len(BROKEN_FOR_SCRIPTS)} problem(s) in the data:"
+    assert_problem_lines([line.strip() for line in lines[1:]], broken / "volumes", BROKEN_FOR_SCRIPTS)
     assert not list(tmp_path.rglob("*.pth"))
 
 
@@ -210,10 +216,13 @@ def test_check_data_on_clean_data_prints_report(script, clean, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     out = proc.stdout
-    assert "train.list: all cases load and agree" in out and "val.list: all cases load and agree" in out
-    assert "2 cases, shapes from " in out and "1 cases, shapes from " in out
-    assert "class 1: 37.5 % of voxels on average (25.0 to 50.0 %)" in out  # training list
+    assert "1 labeled case, 1 unlabeled (1 with labels not used: --labelnum 1)" in out
+    assert "train.list, labeled: all cases load and agree" in out and "val.list: all cases load and agree" in out
+    assert "train.list, unlabeled: all cases load (images only: their labels are not read)" in out
+    assert "1 cases, shapes from (32, 32, 16)" in out and "1 cases, shapes from (40, 36, 20)" in out
+    assert "class 1: 50.0 % of voxels on average (50.0 to 50.0 %)" in out  # the labeled training case
     assert "class 1: 25.0 % of voxels on average (25.0 to 25.0 %)" in out  # validation list
+    assert out.count("class 1:") == 2  # none for the unlabeled case
     assert not (tmp_path / "model").exists(), "--check_data trains nothing"
 
 
