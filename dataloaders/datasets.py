@@ -8,7 +8,7 @@ from pathlib import Path
 from dataloaders.case_lists import find_list
 import numpy as np
 
-from dataloaders import la_heart, msd
+from dataloaders import la_heart, msd, resampling
 from dataloaders.la_heart import case_path, read_case, read_case_zscored
 from dataloaders.msd import DATASET_JSON, IMAGES_DIR, case_paths, read_dataset_json, read_msd_case, read_msd_spacing
 from utils.errors import UserError
@@ -55,6 +55,7 @@ class DataFolder:
     normalize: str = "none"   # one of INTENSITY_NORMALIZATIONS (MSD images are always z-scored)
     unlabeled_dirs: tuple = ()  # more folders of unlabeled images (MSD layout: --unlabeled_dir)
     channels: int | None = None  # image channels every case must have (dataset.json's modalities)
+    target_spacing: tuple | None = None  # MSD: cases at another voxel size are resampled to it (mm)
 
     def read(self, case_id: str, *, labeled: bool = True) -> tuple:
         """(image float32, label uint8) of one case, each (X, Y, Z). For an unlabeled case
@@ -64,13 +65,28 @@ class DataFolder:
             image = self.read_image(case_id)
             return image, np.zeros(image.shape, np.uint8)
         if self.kind == "msd":
-            return read_msd_case(self.root, case_id, num_classes=self.num_classes, extra_dirs=self.unlabeled_dirs)
+            image, label = read_msd_case(self.root, case_id, num_classes=self.num_classes,
+                                         extra_dirs=self.unlabeled_dirs)
+            spacing = self._resampled_from(case_id)
+            if spacing:
+                image = resampling.resample(image, spacing, self.target_spacing, is_label=False)
+                label = resampling.resample(label, spacing, self.target_spacing, is_label=True)
+            return image, label
         return (read_case_zscored if self.normalize == "case" else read_case)(self.root, case_id)
 
+    def _resampled_from(self, case_id: str) -> tuple | None:
+        """The case's own spacing where it is to be resampled to ``target_spacing``, else None."""
+        if self.target_spacing is None:
+            return None
+        spacing = self.spacing(case_id)
+        return spacing if resampling.differs(spacing, self.target_spacing, resampling.RESAMPLE_TOLERANCE) else None
+
     def read_image(self, case_id: str):
-        """The image of one case alone, float32 (X, Y, Z), normalised as ``read`` does."""
+        """The image of one case alone, float32 (X, Y, Z), normalised (and resampled) as ``read`` does."""
         if self.kind == "msd":
-            return msd.read_msd_image(self.case_file(case_id))
+            image = msd.read_msd_image(self.case_file(case_id))
+            spacing = self._resampled_from(case_id)
+            return resampling.resample(image, spacing, self.target_spacing, is_label=False) if spacing else image
         image = la_heart.read_image(self.root, case_id)
         return la_heart.zscore_finite(image) if self.normalize == "case" else image
 
@@ -135,9 +151,11 @@ class DataFolder:
         return read_msd_spacing(self.root, case_id, self.unlabeled_dirs)
 
     def training_spacing(self, case_ids) -> tuple[float, float, float]:
-        """The voxel size (mm) the cases are trained at: the median of their headers' per axis
-        (MSD), ``H5_SPACING_MM`` for the h5 layout. Stored in checkpoints, for predict.py to bring
-        new scans to it."""
+        """The voxel size (mm) the cases are trained at: ``target_spacing`` where set, else the
+        median of their headers' per axis (MSD), ``H5_SPACING_MM`` for the h5 layout. Stored in
+        checkpoints, for predict.py to bring new scans to it."""
+        if self.target_spacing is not None:
+            return tuple(self.target_spacing)
         if not self.has_spacing:
             return H5_SPACING_MM
         spacings = np.array([self.spacing(case_id) for case_id in case_ids], dtype=float)

@@ -41,6 +41,9 @@ def training_parser(description: str, model_default: str) -> argparse.ArgumentPa
     data.add_argument("--normalize", default="case", choices=INTENSITY_NORMALIZATIONS,
                       help="case: z-score each image on its own, as MSD images always are; none: the h5 values as "
                            "stored (UA-MT's whole-scan z-score, which leaves some LA crops dark)")
+    data.add_argument("--target_spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                      help="MSD: train at this voxel size (mm), resampling the cases at another (default: the "
+                           "cases' median where their spacings differ by more than 10 %%, else none is resampled)")
     data.add_argument("--patch_size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                       help="training patch in voxels (default: the dataset's, 112 112 80 for LA)")
     data.add_argument("--crop_margin", type=int, nargs=3, default=[0, 0, 0], metavar=("X", "Y", "Z"),
@@ -103,6 +106,11 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
     args.unlabeled_dir = [str(Path(d).resolve()) for d in args.unlabeled_dir]
     data = data_folder(root, args.normalize, args.unlabeled_dir)
     args.data_format, args.num_classes = data.kind, data.num_classes
+    if args.target_spacing is not None:
+        if data.kind != "msd":
+            raise UserError("--target_spacing is for NIfTI data (the MSD layout): the h5 files store no voxel size")
+        if not all(math.isfinite(v) and v > 0 for v in args.target_spacing):
+            raise UserError(f"--target_spacing must be three positive numbers (mm), got {args.target_spacing}")
     default_list = data.lists_dir / "train.list"
     if args.train_list:
         args.train_list = str(data.list_file(args.train_list))
@@ -175,6 +183,7 @@ class DataSettings:
     max_samples: int | None
     patch_size: tuple
     unlabeled_dirs: tuple = ()  # more folders of unlabeled images (MSD)
+    target_spacing: tuple | None = None  # MSD: --target_spacing (None: the median, where spacings differ)
 
 
 @dataclass(frozen=True)
@@ -214,7 +223,8 @@ def training_config(args: argparse.Namespace, *, batch_size: int) -> TrainingCon
         data=DataSettings(root_path=args.root_path, normalize=args.normalize, train_list=args.train_list,
                           val_list=args.val_list, labelnum=None if args.labels_from_files else args.labelnum,
                           max_samples=args.max_samples, patch_size=tuple(args.patch_size),
-                          unlabeled_dirs=tuple(args.unlabeled_dir)),
+                          unlabeled_dirs=tuple(args.unlabeled_dir),
+                          target_spacing=tuple(args.target_spacing) if args.target_spacing else None),
         batches=BatchSettings(batch_size=batch_size, labeled_bs=args.labeled_bs, patch_size=tuple(args.patch_size),
                               seed=args.seed, on_device=bool(args.data_on_device), num_workers=args.num_workers,
                               crop_margin=tuple(args.crop_margin), crop_fill=args.crop_fill),

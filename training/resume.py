@@ -10,7 +10,8 @@ from utils.errors import UserError
 # Flags that decide what a run computes: --resume refuses a checkpoint trained with other
 # values (max_iterations may grow; base_lr may be lowered, to go on after a divergence; speed,
 # logging and path flags may change). The data is compared by its cases (check_same_data).
-RUN_DEFINING_FLAGS = ("dataset_name", "num_classes", "labelnum", "max_samples", "patch_size", "crop_margin",
+RUN_DEFINING_FLAGS = ("dataset_name", "num_classes", "labelnum", "max_samples", "target_spacing", "patch_size",
+                      "crop_margin",
                       "crop_fill", "batch_size", "labeled_bs", "base_lr", "lr_decay_every", "seed", "consistency_type",
                       "consistency", "consistency_rampup", "ema_decay", "noise_std",
                       "uncertainty_passes", "threshold_start", "threshold_end",  # UA-MT

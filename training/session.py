@@ -16,6 +16,7 @@ script shows only its method. In the order a script calls it:
         session.after(iteration, {"loss/total": loss, ...})   # log, validate, save
     session.close()
 """
+import dataclasses
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ from dataloaders.case_lists import check_validation_cases, read_case_list
 from dataloaders.case_split import split_cases, training_case_ids
 from dataloaders.check_data import check_cases
 from dataloaders.datasets import data_folder
+from dataloaders.resampling import RESAMPLE_TOLERANCE, differs, training_target
 from training.arguments import TrainingConfig
 from training.optimization import MixedPrecision, set_lr, sgd
 from training.resume import base_lr_changes, check_resumable, check_same_data, restore, resume_path
@@ -77,7 +79,7 @@ class TrainingSession:
         self.memory_format = memory_format_for(self.device, config.speed.channels_last)
         self.precision = MixedPrecision(self.device, config.speed.amp)
         self.models: dict[str, nn.Module | None] = {}
-        self.run = self.batches = self.optimizer = self.periodic = self.split = None
+        self.run = self.batches = self.optimizer = self.periodic = self.split = self.spacing_note = None
         self.cases: dict = {}  # the training cases and their fingerprints, once load_batches has them
 
     # --- data -----------------------------------------------------------------------------
@@ -104,6 +106,7 @@ class TrainingSession:
         position); ``next_batch`` draws from it. A resumed run must have the cases, and case
         files, its checkpoint was trained on; validation cases (--val_list) must be neither
         training cases nor test cases."""
+        self._choose_training_spacing([*labeled_ids, *unlabeled_ids])
         fingerprints = {case: self.data.fingerprint(case) for case in [*labeled_ids, *unlabeled_ids]}
         if self.resume_from:
             check_same_data(self.resume_from, resume_path(self.config.run.resume, self.config.run.folder),
@@ -122,6 +125,26 @@ class TrainingSession:
         self.cases.update(spacing=list(self.data.training_spacing([*labeled_ids, *unlabeled_ids])),
                           data_kind=self.data.kind)
 
+    def _choose_training_spacing(self, case_ids: list[str]) -> None:
+        """MSD: train at --target_spacing, or at the cases' median spacing where they differ
+        by more than 10 %; the cases at another spacing are then read resampled to it (the
+        validation cases too). Uniform data is read as it is."""
+        if not self.data.has_spacing:
+            return
+        spacings = {}
+        for case in case_ids:
+            try:
+                spacings[case] = self.data.spacing(case)
+            except UserError:  # an unreadable header: the data check names it with the others
+                pass
+        target = training_target(list(spacings.values()), self.config.data.target_spacing) if spacings else None
+        if target is None:
+            return
+        self.data = dataclasses.replace(self.data, target_spacing=target)
+        moved = sum(differs(s, target, RESAMPLE_TOLERANCE) for s in spacings.values())
+        self.spacing_note = (f"{moved} of {len(spacings)} training cases resampled to {' x '.join(f'{t:g}' for t in target)}"
+                             f" mm ({'--target_spacing' if self.config.data.target_spacing else 'their median spacing'})")
+
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(image (B, 1, X, Y, Z) in the session's memory format, label (B, X, Y, Z) int64)."""
         image, label = next(self.batches)
@@ -137,7 +160,7 @@ class TrainingSession:
                              writes=self.ranks.is_main, average=self.ranks.average)
         for line in self._header():
             self.run.info(line)
-        cases = self.split.describe()
+        cases = self.split.describe() + (f"; {self.spacing_note}" if self.spacing_note else "")
         if self.split.unlabeled and not self.cases["unlabeled_ids"]:
             cases += "; the unlabeled ones are not used (labeled-only training)"
         self.run.info(f"{cases}; {details}")

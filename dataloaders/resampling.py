@@ -1,0 +1,43 @@
+"""Bringing volumes to one voxel size, with SimpleITK (imported here only): images with linear
+interpolation, label maps with nearest neighbour. Arrays are (X, Y, Z), as everywhere here;
+spacings are in mm along X, Y, Z.
+
+MSD datasets whose cases were scanned at different voxel sizes are trained at one spacing
+(their median, or ``--target_spacing``), as nnU-Net does; uniform data (LA, Hippocampus) is
+left as it is.
+"""
+import numpy as np
+
+# A dataset is resampled only where some case's voxel size differs from the median by more
+# than this fraction along an axis; a case within RESAMPLE_TOLERANCE of the target is left as it is.
+HETEROGENEOUS = 0.10
+RESAMPLE_TOLERANCE = 0.01
+
+
+def differs(spacing, target, tolerance: float) -> bool:
+    """Whether ``spacing`` differs from ``target`` by more than ``tolerance`` (a fraction) on an axis."""
+    return any(abs(s - t) > tolerance * t for s, t in zip(spacing, target))
+
+
+def training_target(spacings: list, requested=None) -> tuple | None:
+    """The spacing to train at: ``requested`` (``--target_spacing``), else the median of
+    ``spacings`` where some case differs from it by more than ``HETEROGENEOUS``, else None
+    (the cases are alike: nothing is resampled)."""
+    if requested:
+        return tuple(float(s) for s in requested)
+    median = tuple(float(v) for v in np.median(np.asarray(spacings, dtype=float), axis=0))
+    return median if any(differs(s, median, HETEROGENEOUS) for s in spacings) else None
+
+
+def resample(volume: np.ndarray, spacing, target, *, is_label: bool) -> np.ndarray:
+    """``volume`` (X, Y, Z) at voxel size ``spacing`` on the grid of voxel size ``target`` that
+    covers the same extent (each axis ``round(size * spacing / target)`` voxels, at least 1)."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(volume)))  # SimpleITK's arrays are (Z, Y, X)
+    image.SetSpacing([float(s) for s in spacing])
+    size = [max(int(round(n * s / t)), 1) for n, s, t in zip(volume.shape, spacing, target)]
+    resampled = sitk.Resample(image, size, sitk.Transform(), sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear,
+                              image.GetOrigin(), [float(t) for t in target], image.GetDirection(), 0,
+                              image.GetPixelID())
+    return np.transpose(sitk.GetArrayFromImage(resampled)).astype(volume.dtype, copy=False)
