@@ -43,14 +43,14 @@ from dataloaders.la_heart import check_root
 from evaluation.cases import check_overlap, training_cases
 from evaluation.output_folder import EvaluationFolder
 from evaluation.outputs import Log, json_ready, save_nifti
+from evaluation.predictor import Predictor, check_window_settings
 from evaluation.report import summarize, table
-from networks.vnet import patch_size_problem
 from training.run_folder import run_folder_path
-from utils.checkpoint import load_checkpoint, load_network, trained_normalization, trained_patch_size
-from utils.device import amp_dtype, memory_format_for, precision_text, runtime_versions, select_device
+from utils.checkpoint import load_checkpoint, trained_normalization, trained_patch_size
+from utils.device import precision_text, runtime_versions, select_device
 from utils.distributed import ranks_from_environment
 from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
-from utils.metrics import EMPTY_MASK_RULE, keep_largest_component_per_class, multiclass_metrics
+from utils.metrics import EMPTY_MASK_RULE, multiclass_metrics
 from utils.sliding_window import sliding_window_predict
 
 # Voxel size written into the NIfTI affine when --spacing is not given (the UA-MT LA volumes
@@ -104,15 +104,7 @@ def parse_args():
 def check_args(args, patch_size) -> None:
     """Flags that cannot work, each reported as one line before any case is read
     (``args.stride_xy``/``stride_z`` already resolved to the dataset's defaults)."""
-    problem = patch_size_problem(patch_size)
-    if problem:
-        raise UserError(f"--patch_size {' '.join(map(str, patch_size))}: {problem}")
-    for name, stride, size in (("--stride_xy", args.stride_xy, min(patch_size[:2])),
-                               ("--stride_z", args.stride_z, patch_size[2])):
-        if not 1 <= stride <= size:
-            raise UserError(f"{name} must be between 1 and the patch size {size}, got {stride}")
-    if args.sw_batch < 1:
-        raise UserError(f"--sw_batch must be at least 1, got {args.sw_batch}")
+    check_window_settings(patch_size, args.stride_xy, args.stride_z, args.sw_batch)
     if args.spacing is not None and not all(math.isfinite(s) and s > 0 for s in args.spacing):
         raise UserError(f"--spacing must be three positive numbers (mm), got {args.spacing}")
 
@@ -201,13 +193,16 @@ def main():
     ranks = ranks_from_environment()  # under torchrun each process evaluates every N-th case
     device = ranks.device(select_device(args.gpu))
     ranks.start(device)
-    model = load_network(checkpoint, path, teacher=args.teacher, num_classes=num_classes, device=device,
-                         memory_format=memory_format_for(device, bool(args.channels_last)))
+    # the window function is passed by this module's name for it, which the tests watch
+    predictor = Predictor(checkpoint, path, device=device, teacher=args.teacher, num_classes=num_classes,
+                          patch_size=patch_size, stride_xy=args.stride_xy, stride_z=args.stride_z,
+                          sw_batch=args.sw_batch, amp=args.amp, channels_last=bool(args.channels_last), lcc=args.lcc,
+                          sliding_window=sliding_window_predict)
     normalize = trained_normalization(checkpoint)
     data = data_folder(data.root, normalize)  # the images as the run saw them in training
     iteration = checkpoint.get("iteration")
     del checkpoint  # the optimizer state is not needed
-    autocast = amp_dtype(device, args.amp)
+    autocast = predictor.amp_dtype
     out = Path(args.out) if args.out else default_out(args, path)
     require_folder_or_nothing(out)
 
@@ -236,13 +231,8 @@ def main():
                         disable=None if ranks.is_main else True)  # no bar when piped
         for case_id, (image, label) in zip(progress, volumes):
             start = time.perf_counter()
-            _, predicted = sliding_window_predict(model, image, patch_size=patch_size, stride_xy=args.stride_xy,
-                                                  stride_z=args.stride_z, num_classes=num_classes, device=device,
-                                                  sw_batch=args.sw_batch, amp_dtype=autocast)
-            predicted = predicted.cpu().numpy().astype(np.uint8)  # waits for the device
+            predicted, _ = predictor.predict(image)  # with --lcc, its time is in predict_s
             predict_seconds = time.perf_counter() - start
-            if args.lcc:
-                predicted = keep_largest_component_per_class(predicted, num_classes)
             start_metrics = time.perf_counter()
             case_metrics = multiclass_metrics(predicted, label, num_classes, spacing=args.spacing)
             metrics_seconds = time.perf_counter() - start_metrics

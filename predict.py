@@ -1,0 +1,225 @@
+"""Segment new scans with a trained model, like nnU-Net's ``nnUNetv2_predict -i IN -o OUT``.
+
+    python predict.py -i scans/ -o segmentations/ --checkpoint model/LA_vnet_16_labeled/MT/iter_6000.pth
+    python predict.py -i case_0000.nii.gz -o out/ --labelnum 16 --model MT     # the run folder's last iter_N.pth
+    python predict.py -i cases.list -o out/ --checkpoint ... --lcc --save_prob
+
+IN is one scan, a folder (every scan in it, and the LA layout's ``<ID>/mri_norm2.h5``, sorted)
+or a ``.list``/``.txt`` file of scan paths, one a line (relative to the list's folder). Scans
+are NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or LA h5 (``image``;
+taken as 0.625 mm voxels). For each scan OUT gets
+
+    <case>.nii.gz       the label map (uint8) on the scan's own grid: its shape, spacing, origin
+                        and direction, so it lies on the scan in 3D Slicer or ITK-SNAP
+    <case>_prob.nii.gz  with --save_prob: the softmax of every class, one float32 NIfTI vector
+                        image (C values per voxel; nibabel reads it as (X, Y, Z, 1, C))
+
+where <case> is the file name without its extension and without nnU-Net's ``_0000`` channel
+ending (``<ID>`` for ``<ID>/mri_norm2.h5``). Nothing is overwritten: a scan whose output is
+already there is skipped with a line saying so (rerun after a stop to do the rest), unless
+``--overwrite``. Every file is written under a temporary name and renamed when complete.
+
+Each scan is read as the checkpoint's run read its images: z-scored on its own (``--normalize
+case``, MSD runs, or any NIfTI/NRRD/MHA scan), or as stored (an h5 of a ``--normalize none``
+run, whose values were z-scored over the whole raw scan before cropping). Then a scan whose
+voxel size differs by more than 5 % on any axis from the one the checkpoint was trained at is
+resampled to it (linear), predicted, and its probabilities resampled back (linear, then
+argmax); older checkpoints do not store their voxel size, and then no scan is resampled.
+
+The LA models were trained on the UA-MT h5 files: the challenge scans cropped in x and y around
+the atrium (about 200 x 140 x 88 voxels). A whole raw LA scan (about 640 x 640 x 88 voxels) is
+mostly other anatomy the network never saw and may need a crop around the heart first.
+
+A scan that cannot be used (unreadable, truncated, 2D, 4D, NaN voxels) is one line on stderr
+and the others go on; the exit status is 1 if any scan failed, 2 for bad flags or input that
+names no usable scan, 0 otherwise. The last line counts the scans predicted, failed and
+skipped, with the seconds per predicted scan and the device.
+"""
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from dataloaders.la_heart import zscore_finite
+from dataloaders.msd import zscore as zscore_msd
+from dataloaders.resampling import differs
+from evaluation.predictor import Predictor, check_window_settings, default_window
+from evaluation.scans import (array_of, case_name, image_like, list_scans, read_scan, resample_probabilities,
+                              resample_to_spacing, write_probabilities, write_segmentation)
+from training.run_folder import run_folder_path
+from utils.checkpoint import load_checkpoint, trained_data_kind, trained_normalization, trained_spacing
+from utils.device import select_device
+from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
+
+SPACING_TOLERANCE = 0.05  # relative difference per axis that is still "the training spacing"
+PROB_SUFFIX = "_prob"
+
+
+def parse_args():
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-i", "--input", required=True, help="a scan, a folder of scans, or a .list/.txt of scan paths")
+    p.add_argument("-o", "--output", required=True, help="the folder for the segmentations (created if needed)")
+    ckpt = p.add_argument_group("checkpoint: --checkpoint, or the run folder of inference.py's flags")
+    ckpt.add_argument("--checkpoint", default=None, help="a checkpoint file")
+    ckpt.add_argument("--dataset_name", default="LA")
+    ckpt.add_argument("--exp", default="vnet")
+    ckpt.add_argument("--labelnum", type=int, default=25)
+    ckpt.add_argument("--model", default="MT")
+    ckpt.add_argument("--iteration", type=int, default=None, help="the run folder's iter_N.pth (default: the last)")
+    ckpt.add_argument("--teacher", action="store_true", help="the EMA teacher's weights instead of the student's")
+    sw = p.add_argument_group("sliding window (inference.py's flags)")
+    sw.add_argument("--patch_size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                    help="window size in voxels (default: the patch the checkpoint was trained on)")
+    sw.add_argument("--stride_xy", type=int, default=None, help="window step along X and Y (default: the dataset's)")
+    sw.add_argument("--stride_z", type=int, default=None, help="window step along Z (default: the dataset's)")
+    sw.add_argument("--sw_batch", type=int, default=8, help="windows per forward pass")
+    sw.add_argument("--amp", type=int, default=None, help="1: bf16/fp16 autocast; 0: fp32 (default: 1 on a GPU)")
+    sw.add_argument("--channels_last", type=int, default=1, help="channels_last_3d memory layout (0: NCDHW)")
+    sw.add_argument("--gpu", default="0", help="GPU index (the CPU where there is none, or with -1)")
+    out = p.add_argument_group("outputs")
+    out.add_argument("--lcc", action="store_true", help="keep the largest connected component of each class")
+    out.add_argument("--save_prob", action="store_true", help="also write <case>_prob.nii.gz, the class probabilities")
+    out.add_argument("--overwrite", action="store_true", help="replace outputs that exist (skipped otherwise)")
+    return p.parse_args()
+
+
+def find_checkpoint(args) -> Path:
+    """--checkpoint, else the run folder's iter_N.pth (--iteration) or its last one."""
+    if args.checkpoint:
+        if args.iteration is not None:
+            raise UserError("--checkpoint names the file itself; drop --iteration")
+        return Path(args.checkpoint)
+    run = run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model)
+    if not run.is_dir():
+        raise UserError(f"run folder not found: {run} (pass --checkpoint, or check "
+                        "--dataset_name/--exp/--labelnum/--model)")
+    if args.iteration is not None:
+        return run / f"iter_{args.iteration}.pth"
+    snapshots = sorted(run.glob("iter_*.pth"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
+    if not snapshots:
+        raise UserError(f"no iter_N.pth checkpoint in {run}; pass --checkpoint")
+    return snapshots[-1]
+
+
+def plan_outputs(scans: list[Path], out: Path, save_prob: bool) -> list[list[Path]]:
+    """The files each scan writes into ``out``; two scans of one case name, or an output that
+    would replace its own scan, are a ``UserError`` before anything is predicted."""
+    plans, owner = [], {}
+    for scan in scans:
+        case = case_name(scan)
+        if case in owner:
+            raise UserError(f"{owner[case]} and {scan} would both be written as {out / case}.nii.gz; "
+                            "rename one, or predict them into different folders")
+        owner[case] = scan
+        files = [out / f"{case}.nii.gz"] + ([out / f"{case}{PROB_SUFFIX}.nii.gz"] if save_prob else [])
+        if any(f.resolve() == scan.resolve() for f in files):
+            raise UserError(f"the output for {scan} would replace the scan itself; choose another -o folder")
+        plans.append(files)
+    return plans
+
+
+def input_rule(checkpoint: dict) -> str:
+    """How scans are normalised for this checkpoint: "msd" (as MSD training: z-scored),
+    "case" (z-scored per scan) or "none" (h5 values as stored, other scans z-scored)."""
+    return "msd" if trained_data_kind(checkpoint) == "msd" else trained_normalization(checkpoint)
+
+
+def normalized(voxels: np.ndarray, path: Path, rule: str) -> np.ndarray:
+    """The scan's (X, Y, Z) float32 voxels as the checkpoint's run saw its images (see
+    ``input_rule``): z-scored over the whole volume (mean and std in float64, float32 out) by
+    the training readers' own functions, so an h5 case and its NIfTI copy give the same voxels.
+    A constant scan is a ``UserError``: there is nothing to segment."""
+    if voxels.size and voxels.min() == voxels.max():
+        raise UserError(f"{path}: the image is constant ({voxels.flat[0]:g} everywhere); nothing to segment")
+    if rule == "msd":
+        return zscore_msd(voxels, path)
+    if rule == "none" and path.suffix.lower() == ".h5":
+        return voxels
+    return zscore_finite(voxels)
+
+
+def predict_scan(predictor: Predictor, scan, *, rule: str, spacing, save_prob: bool) -> tuple:
+    """(labels (X, Y, Z) uint8, probabilities (C, X, Y, Z) or None, a note or "") of one scan,
+    resampled to ``spacing`` (mm) and back where it is more than 5 % off."""
+    image = normalized(scan.voxels, scan.path, rule)  # before resampling, as training reads MSD cases
+    if spacing is None or not differs(scan.spacing, spacing, SPACING_TOLERANCE):
+        labels, probabilities = predictor.predict(image, with_probabilities=save_prob)
+        return labels, probabilities, ""
+    grid = resample_to_spacing(image_like(image, scan.image), spacing)
+    _, probabilities = predictor.predict(array_of(grid), with_probabilities=True)
+    probabilities = resample_probabilities(probabilities, grid, scan.image)
+    note = (f", resampled from {mm(scan.spacing)} to the training {mm(spacing)} "
+            f"({' x '.join(map(str, grid.GetSize()))} voxels) and back")
+    return predictor.labels(probabilities), probabilities if save_prob else None, note
+
+
+def mm(spacing) -> str:
+    return " x ".join(f"{s:.4g}" for s in spacing) + " mm"
+
+
+@report_user_errors
+def main():
+    args = parse_args()
+    scans = list_scans(args.input)
+    out = Path(args.output)
+    require_folder_or_nothing(out, "-o")
+    plans = plan_outputs(scans, out, args.save_prob)
+    path = find_checkpoint(args)
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    window = default_window(checkpoint, args.patch_size, args.stride_xy, args.stride_z)
+    check_window_settings(*window, args.sw_batch)  # before the device is touched
+    device = select_device(args.gpu)
+    predictor = Predictor(checkpoint, path, device=device, teacher=args.teacher, patch_size=window[0],
+                          stride_xy=window[1], stride_z=window[2], sw_batch=args.sw_batch, amp=args.amp,
+                          channels_last=bool(args.channels_last), lcc=args.lcc)
+    rule, spacing, iteration = input_rule(checkpoint), trained_spacing(checkpoint), checkpoint.get("iteration")
+    del checkpoint  # the optimizer state is not needed
+    out.mkdir(parents=True, exist_ok=True)
+
+    print(f"predicting {len(scans)} scan(s) of {args.input} into {out} with {path} (iteration {iteration}): "
+          f"{predictor.describe()}, "
+          + {"msd": "scans z-scored (MSD training)", "case": "scans z-scored each on its own",
+             "none": "h5 scans as stored, other scans z-scored"}[rule])
+    print(f"training voxel size {mm(spacing)}: scans more than {SPACING_TOLERANCE:.0%} off on an axis are resampled "
+          "to it and predicted back on their own grid" if spacing else
+          "the checkpoint does not store its training voxel size: every scan is predicted at its own spacing")
+    done, failed, skipped, seconds = 0, 0, 0, 0.0
+    progress = tqdm(list(zip(scans, plans)), desc="scans", dynamic_ncols=True, disable=None)  # no bar when piped
+    try:
+        for scan_path, files in progress:
+            existing = [f for f in files if f.exists()]
+            if existing and not args.overwrite:
+                skipped += 1
+                tqdm.write(f"{case_name(scan_path)}: {existing[0]} exists, skipped (--overwrite replaces it)")
+                continue
+            start = time.perf_counter()
+            try:
+                scan = read_scan(scan_path)
+                labels, probabilities, note = predict_scan(predictor, scan, rule=rule, spacing=spacing,
+                                                           save_prob=args.save_prob)
+                write_segmentation(labels, scan.image, files[0])
+                if args.save_prob:
+                    write_probabilities(probabilities, scan.image, files[1])
+            except (UserError, MemoryError) as err:  # this scan only; the others go on
+                failed += 1
+                reason = str(err) if isinstance(err, UserError) else f"{scan_path}: out of memory ({err})"
+                tqdm.write(f"error: {reason}", file=sys.stderr)
+                continue
+            elapsed = time.perf_counter() - start
+            done, seconds = done + 1, seconds + elapsed
+            tqdm.write(f"{case_name(scan_path)}: {' x '.join(map(str, labels.shape))} voxels, {elapsed:.2f} s{note} "
+                       f"-> {files[0]}")
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted after {done} of {len(scans)} scan(s); the files in {out} are complete "
+                                "(a rerun skips them)") from None
+    print(f"{done} predicted, {failed} failed, {skipped} skipped of {len(scans)} scan(s); "
+          f"{seconds / done if done else 0:.2f} s per predicted scan; device {device}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
