@@ -40,13 +40,14 @@ from dataloaders.case_lists import read_case_list
 from dataloaders.check_data import check_cases
 from dataloaders.datasets import data_folder, dataset_defaults
 from dataloaders.la_heart import check_root
+from dataloaders.resampling import PREDICT_TOLERANCE, differs
 from evaluation.cases import check_overlap, training_cases
 from evaluation.output_folder import EvaluationFolder
 from evaluation.outputs import Log, json_ready, save_nifti
 from evaluation.predictor import Predictor, check_window_settings
 from evaluation.report import summarize, table
 from training.run_folder import run_folder_path
-from utils.checkpoint import load_checkpoint, trained_normalization, trained_patch_size
+from utils.checkpoint import load_checkpoint, trained_normalization, trained_patch_size, trained_spacing
 from utils.device import precision_text, runtime_versions, select_device
 from utils.distributed import ranks_from_environment
 from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
@@ -199,6 +200,8 @@ def main():
                           sw_batch=args.sw_batch, amp=args.amp, channels_last=bool(args.channels_last), lcc=args.lcc,
                           sliding_window=sliding_window_predict)
     normalize = trained_normalization(checkpoint)
+    # a network trained at one voxel size (MSD cases resampled to it) predicts each case there
+    trained_at = trained_spacing(checkpoint) if data.has_spacing else None
     data = data_folder(data.root, normalize)  # the images as the run saw them in training
     iteration = checkpoint.get("iteration")
     del checkpoint  # the optimizer state is not needed
@@ -231,7 +234,13 @@ def main():
                         disable=None if ranks.is_main else True)  # no bar when piped
         for case_id, (image, label) in zip(progress, volumes):
             start = time.perf_counter()
-            predicted, _ = predictor.predict(image)  # with --lcc, its time is in predict_s
+            own_spacing = data.spacing(case_id) if trained_at else None
+            if own_spacing and differs(own_spacing, trained_at, PREDICT_TOLERANCE):
+                predicted = predictor.predict_at_spacing(image, own_spacing, trained_at)
+                log(f"{case_id}: predicted at the training voxel size {trained_at} mm (its own: {own_spacing}) "
+                    "and brought back to its grid")
+            else:
+                predicted, _ = predictor.predict(image)  # with --lcc, its time is in predict_s
             predict_seconds = time.perf_counter() - start
             start_metrics = time.perf_counter()
             case_metrics = multiclass_metrics(predicted, label, num_classes, spacing=args.spacing)

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from dataloaders.la_heart import zscore_finite
 from dataloaders.msd import zscore as zscore_msd
-from dataloaders.resampling import differs
+from dataloaders.resampling import PREDICT_TOLERANCE, differs
 from evaluation.predictor import Predictor, check_window_settings, default_window
 from evaluation.scans import (array_of, case_name, image_like, list_scans, read_scan, resample_probabilities,
                               resample_to_spacing, write_probabilities, write_segmentation)
@@ -55,7 +55,6 @@ from utils.checkpoint import load_checkpoint, trained_data_kind, trained_normali
 from utils.device import select_device
 from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
 
-SPACING_TOLERANCE = 0.05  # relative difference per axis that is still "the training spacing"
 PROB_SUFFIX = "_prob"
 
 
@@ -146,7 +145,7 @@ def predict_scan(predictor: Predictor, scan, *, rule: str, spacing, save_prob: b
     """(labels (X, Y, Z) uint8, probabilities (C, X, Y, Z) or None, a note or "") of one scan,
     resampled to ``spacing`` (mm) and back where it is more than 5 % off."""
     image = normalized(scan.voxels, scan.path, rule)  # before resampling, as training reads MSD cases
-    if spacing is None or not differs(scan.spacing, spacing, SPACING_TOLERANCE):
+    if spacing is None or not differs(scan.spacing, spacing, PREDICT_TOLERANCE):
         labels, probabilities = predictor.predict(image, with_probabilities=save_prob)
         return labels, probabilities, ""
     grid = resample_to_spacing(image_like(image, scan.image), spacing)
@@ -184,7 +183,7 @@ def main():
           f"{predictor.describe()}, "
           + {"msd": "scans z-scored (MSD training)", "case": "scans z-scored each on its own",
              "none": "h5 scans as stored, other scans z-scored"}[rule])
-    print(f"training voxel size {mm(spacing)}: scans more than {SPACING_TOLERANCE:.0%} off on an axis are resampled "
+    print(f"training voxel size {mm(spacing)}: scans more than {PREDICT_TOLERANCE:.0%} off on an axis are resampled "
           "to it and predicted back on their own grid" if spacing else
           "the checkpoint does not store its training voxel size: every scan is predicted at its own spacing")
     done, failed, skipped, seconds = 0, 0, 0, 0.0

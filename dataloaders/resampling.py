@@ -12,6 +12,9 @@ import numpy as np
 # than this fraction along an axis; a case within RESAMPLE_TOLERANCE of the target is left as it is.
 HETEROGENEOUS = 0.10
 RESAMPLE_TOLERANCE = 0.01
+# inference.py and predict.py predict a scan within this fraction of the training voxel size as
+# it is, and any other at the training voxel size, brought back to its own grid
+PREDICT_TOLERANCE = 0.05
 
 
 def differs(spacing, target, tolerance: float) -> bool:
@@ -29,14 +32,16 @@ def training_target(spacings: list, requested=None) -> tuple | None:
     return median if any(differs(s, median, HETEROGENEOUS) for s in spacings) else None
 
 
-def resample(volume: np.ndarray, spacing, target, *, is_label: bool) -> np.ndarray:
+def resample(volume: np.ndarray, spacing, target, *, is_label: bool, shape=None) -> np.ndarray:
     """``volume`` (X, Y, Z) at voxel size ``spacing`` on the grid of voxel size ``target`` that
-    covers the same extent (each axis ``round(size * spacing / target)`` voxels, at least 1)."""
+    covers the same extent (each axis ``round(size * spacing / target)`` voxels, at least 1), or
+    of ``shape`` voxels (to bring a resampled volume back onto its original grid exactly)."""
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(volume)))  # SimpleITK's arrays are (Z, Y, X)
     image.SetSpacing([float(s) for s in spacing])
-    size = [max(int(round(n * s / t)), 1) for n, s, t in zip(volume.shape, spacing, target)]
+    size = [int(n) for n in shape] if shape is not None else \
+        [max(int(round(n * s / t)), 1) for n, s, t in zip(volume.shape, spacing, target)]
     resampled = sitk.Resample(image, size, sitk.Transform(), sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear,
                               image.GetOrigin(), [float(t) for t in target], image.GetDirection(), 0,
                               image.GetPixelID())

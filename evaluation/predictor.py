@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from dataloaders.datasets import DATASETS
+from dataloaders.resampling import resample
 from networks.vnet import patch_size_problem
 from utils.checkpoint import load_network, trained_patch_size
 from utils.device import amp_dtype, memory_format_for, memory_format_text, precision_text
@@ -102,6 +103,15 @@ class Predictor:
         if self.lcc:
             labels = keep_largest_component_per_class(labels, self.num_classes)
         return labels, probabilities.cpu().numpy() if with_probabilities else None
+
+    def predict_at_spacing(self, image, spacing, target) -> np.ndarray:
+        """The label map of an (X, Y, Z) image of voxel size ``spacing`` (mm), predicted at the
+        voxel size ``target`` the network was trained at: the image resampled to it (linear),
+        the probabilities resampled back onto the image's grid (linear), then ``labels``."""
+        moved = resample(image, spacing, target, is_label=False)
+        _, probabilities = self.predict(moved, with_probabilities=True)
+        back = np.stack([resample(p, target, spacing, is_label=False, shape=image.shape) for p in probabilities])
+        return self.labels(back)
 
     def labels(self, probabilities: np.ndarray) -> np.ndarray:
         """The label map of (C, X, Y, Z) probabilities computed elsewhere (e.g. resampled to a

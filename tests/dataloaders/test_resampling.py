@@ -62,6 +62,14 @@ def test_a_dataset_of_mixed_spacings_trains_at_the_median(tmp_path):
     assert any("1 of 3 training cases resampled to 1 x 1 x 1 mm (their median spacing)" in line
                for line in log_lines(run, ""))
     assert load_checkpoint(run / "iter_1.pth")["spacing"] == [1.0, 1.0, 1.0]
+    # inference.py predicts the coarse case at the training voxel size and scores it on its own grid
+    (root / "case_2.list").write_text("case_2\n")
+    evaluated = run_script("inference.py", ["--dataset_name", "Hippocampus", "--root_path", root, "--exp", "mixed",
+                                            "--labelnum", "3", "--model", "SUP", "--test_list", root / "case_2.list",
+                                            "--allow_overlap"], tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    log = (run / "test" / "log.txt").read_text()
+    assert "case_2: predicted at the training voxel size (1.0, 1.0, 1.0) mm (its own: (1.0, 1.0, 2.0))" in log
     resampled = dataclasses.replace(data, target_spacing=(1.0, 1.0, 1.0))
     image, label = resampled.read("case_2")
     assert image.shape == label.shape == (40, 40, 24)
