@@ -248,7 +248,7 @@ def test_real_la_data(tmp_path):
     ckpt = load_checkpoint(folder / "iter_2.pth")
     rebuild(ckpt, "student")
     rebuild(ckpt, "teacher")
-    assert "1 labeled and 1 unlabeled" in proc.stdout
+    assert "1 labeled case, 1 unlabeled (1 with labels not used: --labelnum 1)" in proc.stdout
 
 
 # ------------------------------------------------------------------ bad input
