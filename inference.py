@@ -40,14 +40,15 @@ from dataloaders.case_lists import read_case_list
 from dataloaders.check_data import check_cases
 from dataloaders.datasets import data_folder, dataset_defaults
 from dataloaders.la_heart import check_root
-from dataloaders.resampling import PREDICT_TOLERANCE, differs
+from dataloaders.resampling import differs, prediction_tolerance
 from evaluation.cases import check_overlap, training_cases
 from evaluation.output_folder import EvaluationFolder
 from evaluation.outputs import Log, json_ready, save_nifti
 from evaluation.predictor import Predictor, check_window_settings
 from evaluation.report import summarize, table
-from training.run_folder import run_folder_path
-from utils.checkpoint import load_checkpoint, trained_normalization, trained_patch_size, trained_spacing
+from training.run_folder import find_run_folder
+from utils.checkpoint import (load_checkpoint, trained_normalization, trained_patch_size, trained_resampled,
+                              trained_spacing)
 from utils.device import precision_text, runtime_versions, select_device
 from utils.distributed import ranks_from_environment
 from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
@@ -69,7 +70,8 @@ def parse_args():
                       help="case IDs to evaluate (default: test.list beside the case folders, or in the MSD folder)")
     data.add_argument("--exp", default="vnet")
     data.add_argument("--model", default="MT")
-    data.add_argument("--labelnum", type=int, default=25)
+    data.add_argument("--labelnum", type=int, default=None,
+                      help="the run's labeled cases, part of its folder (default: the one run folder of --exp)")
     data.add_argument("--allow_overlap", action="store_true",
                       help="score test cases the checkpoint was trained on (refused otherwise; flagged in the outputs)")
     ckpt = p.add_argument_group("checkpoint (default: the last iter_N.pth of the run folder)")
@@ -118,7 +120,7 @@ def find_checkpoint(args) -> Path:
         raise UserError("give either --iteration or --use_best, not both")
     if args.checkpoint:
         return Path(args.checkpoint)
-    run = run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model)
+    run = find_run_folder(args.dataset_name, args.exp, args.labelnum, args.model)
     if not run.is_dir():
         raise UserError(f"run folder not found: {run} (check --dataset_name/--exp/--labelnum/--model, "
                         "or pass --checkpoint)")
@@ -202,6 +204,7 @@ def main():
     normalize = trained_normalization(checkpoint)
     # a network trained at one voxel size (MSD cases resampled to it) predicts each case there
     trained_at = trained_spacing(checkpoint) if data.has_spacing else None
+    tolerance = prediction_tolerance(trained_resampled(checkpoint))
     data = data_folder(data.root, normalize)  # the images as the run saw them in training
     iteration = checkpoint.get("iteration")
     del checkpoint  # the optimizer state is not needed
@@ -235,8 +238,8 @@ def main():
         for case_id, (image, label) in zip(progress, volumes):
             start = time.perf_counter()
             own_spacing = data.spacing(case_id) if trained_at else None
-            if own_spacing and differs(own_spacing, trained_at, PREDICT_TOLERANCE):
-                predicted = predictor.predict_at_spacing(image, own_spacing, trained_at)
+            if own_spacing and differs(own_spacing, trained_at, tolerance):
+                predicted, _ = predictor.predict_at_spacing(image, own_spacing, trained_at)
                 log(f"{case_id}: predicted at the training voxel size {trained_at} mm (its own: {own_spacing}) "
                     "and brought back to its grid")
             else:

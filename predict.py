@@ -22,9 +22,10 @@ already there is skipped with a line saying so (rerun after a stop to do the res
 Each scan is read as the checkpoint's run read its images: z-scored on its own (``--normalize
 case``, MSD runs, or any NIfTI/NRRD/MHA scan), or as stored (an h5 of a ``--normalize none``
 run, whose values were z-scored over the whole raw scan before cropping). Then a scan whose
-voxel size differs by more than 5 % on any axis from the one the checkpoint was trained at is
-resampled to it (linear), predicted, and its probabilities resampled back (linear, then
-argmax); older checkpoints do not store their voxel size, and then no scan is resampled.
+voxel size differs on an axis from the one the checkpoint was trained at by more than training
+allowed its own cases (10 %, or 1 % where training resampled them) is resampled to it
+(linear), predicted, and its probabilities resampled back (linear, then argmax); older
+checkpoints do not store their voxel size, and then no scan is resampled.
 
 The LA models were trained on the UA-MT h5 files: the challenge scans cropped in x and y around
 the atrium (about 200 x 140 x 88 voxels). A whole raw LA scan (about 640 x 640 x 88 voxels) is
@@ -46,12 +47,12 @@ from tqdm import tqdm
 
 from dataloaders.la_heart import zscore_finite
 from dataloaders.msd import zscore as zscore_msd
-from dataloaders.resampling import PREDICT_TOLERANCE, differs
+from dataloaders.resampling import differs, prediction_tolerance
 from evaluation.predictor import Predictor, check_window_settings, default_window
-from evaluation.scans import (array_of, case_name, image_like, list_scans, read_scan, resample_probabilities,
-                              resample_to_spacing, write_probabilities, write_segmentation)
-from training.run_folder import run_folder_path
-from utils.checkpoint import load_checkpoint, trained_data_kind, trained_normalization, trained_spacing
+from evaluation.scans import case_name, list_scans, read_scan, write_probabilities, write_segmentation
+from training.run_folder import find_run_folder
+from utils.checkpoint import (load_checkpoint, trained_data_kind, trained_normalization, trained_resampled,
+                              trained_spacing)
 from utils.device import select_device
 from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
 
@@ -66,7 +67,8 @@ def parse_args():
     ckpt.add_argument("--checkpoint", default=None, help="a checkpoint file")
     ckpt.add_argument("--dataset_name", default="LA")
     ckpt.add_argument("--exp", default="vnet")
-    ckpt.add_argument("--labelnum", type=int, default=25)
+    ckpt.add_argument("--labelnum", type=int, default=None,
+                      help="the run's labeled cases, part of its folder (default: the one run folder of --exp)")
     ckpt.add_argument("--model", default="MT")
     ckpt.add_argument("--iteration", type=int, default=None, help="the run folder's iter_N.pth (default: the last)")
     ckpt.add_argument("--teacher", action="store_true", help="the EMA teacher's weights instead of the student's")
@@ -92,7 +94,7 @@ def find_checkpoint(args) -> Path:
         if args.iteration is not None:
             raise UserError("--checkpoint names the file itself; drop --iteration")
         return Path(args.checkpoint)
-    run = run_folder_path(args.dataset_name, args.exp, args.labelnum, args.model)
+    run = find_run_folder(args.dataset_name, args.exp, args.labelnum, args.model)
     if not run.is_dir():
         raise UserError(f"run folder not found: {run} (pass --checkpoint, or check "
                         "--dataset_name/--exp/--labelnum/--model)")
@@ -141,19 +143,17 @@ def normalized(voxels: np.ndarray, path: Path, rule: str) -> np.ndarray:
     return zscore_finite(voxels)
 
 
-def predict_scan(predictor: Predictor, scan, *, rule: str, spacing, save_prob: bool) -> tuple:
+def predict_scan(predictor: Predictor, scan, *, rule: str, spacing, tolerance: float, save_prob: bool) -> tuple:
     """(labels (X, Y, Z) uint8, probabilities (C, X, Y, Z) or None, a note or "") of one scan,
-    resampled to ``spacing`` (mm) and back where it is more than 5 % off."""
+    predicted at the training voxel size ``spacing`` (mm) and brought back where it is more
+    than ``tolerance`` off on an axis."""
     image = normalized(scan.voxels, scan.path, rule)  # before resampling, as training reads MSD cases
-    if spacing is None or not differs(scan.spacing, spacing, PREDICT_TOLERANCE):
+    if spacing is None or not differs(scan.spacing, spacing, tolerance):
         labels, probabilities = predictor.predict(image, with_probabilities=save_prob)
         return labels, probabilities, ""
-    grid = resample_to_spacing(image_like(image, scan.image), spacing)
-    _, probabilities = predictor.predict(array_of(grid), with_probabilities=True)
-    probabilities = resample_probabilities(probabilities, grid, scan.image)
-    note = (f", resampled from {mm(scan.spacing)} to the training {mm(spacing)} "
-            f"({' x '.join(map(str, grid.GetSize()))} voxels) and back")
-    return predictor.labels(probabilities), probabilities if save_prob else None, note
+    labels, probabilities = predictor.predict_at_spacing(image, scan.spacing, spacing)
+    note = f", predicted at the training {mm(spacing)} (its own {mm(scan.spacing)}) and brought back"
+    return labels, probabilities if save_prob else None, note
 
 
 def mm(spacing) -> str:
@@ -176,6 +176,7 @@ def main():
                           stride_xy=window[1], stride_z=window[2], sw_batch=args.sw_batch, amp=args.amp,
                           channels_last=bool(args.channels_last), lcc=args.lcc)
     rule, spacing, iteration = input_rule(checkpoint), trained_spacing(checkpoint), checkpoint.get("iteration")
+    tolerance = prediction_tolerance(trained_resampled(checkpoint))
     del checkpoint  # the optimizer state is not needed
     out.mkdir(parents=True, exist_ok=True)
 
@@ -183,7 +184,7 @@ def main():
           f"{predictor.describe()}, "
           + {"msd": "scans z-scored (MSD training)", "case": "scans z-scored each on its own",
              "none": "h5 scans as stored, other scans z-scored"}[rule])
-    print(f"training voxel size {mm(spacing)}: scans more than {PREDICT_TOLERANCE:.0%} off on an axis are resampled "
+    print(f"training voxel size {mm(spacing)}: scans more than {tolerance:.0%} off on an axis are resampled "
           "to it and predicted back on their own grid" if spacing else
           "the checkpoint does not store its training voxel size: every scan is predicted at its own spacing")
     done, failed, skipped, seconds = 0, 0, 0, 0.0
@@ -199,7 +200,7 @@ def main():
             try:
                 scan = read_scan(scan_path)
                 labels, probabilities, note = predict_scan(predictor, scan, rule=rule, spacing=spacing,
-                                                           save_prob=args.save_prob)
+                                                           tolerance=tolerance, save_prob=args.save_prob)
                 write_segmentation(labels, scan.image, files[0])
                 if args.save_prob:
                     write_probabilities(probabilities, scan.image, files[1])

@@ -17,6 +17,7 @@ class CaseSplit:
     labeled: list
     unlabeled: list
     unused_labels: int   # unlabeled cases whose labels exist but are not used (--labelnum)
+    tests_left_out: int = 0  # cases of the folder's test.list left out (no training list given)
 
     def describe(self) -> str:
         """For the run header, e.g. "21 labeled cases, 187 unlabeled (180 without labels, 7 with
@@ -25,19 +26,27 @@ class CaseSplit:
         without = len(self.unlabeled) - self.unused_labels
         parts = ([f"{without} without labels"] if without else []) + (
             [f"{self.unused_labels} with labels not used: --labelnum {len(self.labeled)}"] if self.unused_labels else [])
-        return text + (f" ({', '.join(parts)})" if parts else "")
+        text += f" ({', '.join(parts)})" if parts else ""
+        return text + (f"; the {self.tests_left_out} cases of test.list left out" if self.tests_left_out else "")
 
 
-def training_case_ids(data, train_list: str | None) -> list[str]:
-    """The training cases: those of ``train_list`` in file order, or, without a list, every case
-    of the data folder (``DataFolder.case_ids``)."""
-    return read_case_list(train_list) if train_list else data.case_ids()
+def training_case_ids(data, train_list: str | None) -> tuple[list[str], int]:
+    """(the training cases, how many test cases were left out): those of ``train_list`` in file
+    order, or, without a list, every case of the data folder (``DataFolder.case_ids``) but the
+    cases of the test.list beside it, which training never sees."""
+    if train_list:
+        return read_case_list(train_list), 0
+    tests_file = data.lists_dir / "test.list"
+    tests = set(read_case_list(tests_file)) if tests_file.is_file() else set()
+    case_ids = data.case_ids()
+    return [case for case in case_ids if case not in tests], sum(case in tests for case in case_ids)
 
 
-def split_cases(data, case_ids: list[str], labelnum: int | None, max_samples: int | None = None) -> CaseSplit:
-    """The labeled and unlabeled cases of ``case_ids`` (the first ``max_samples`` of them where
-    given) in ``data`` (a ``DataFolder``): the first ``labelnum``, or the cases with labels where
-    ``labelnum`` is None."""
+def split_cases(data, case_ids, labelnum: int | None, max_samples: int | None = None) -> CaseSplit:
+    """The labeled and unlabeled cases of ``case_ids`` (a list, or ``training_case_ids``' pair;
+    the first ``max_samples`` of them where given) in ``data`` (a ``DataFolder``): the first
+    ``labelnum``, or the cases with labels where ``labelnum`` is None."""
+    case_ids, tests_left_out = case_ids if isinstance(case_ids, tuple) else (case_ids, 0)
     pool = case_ids[:max_samples] if max_samples else list(case_ids)
     labels = {case: data.has_label(case) for case in pool}
     if labelnum is None:
@@ -45,14 +54,14 @@ def split_cases(data, case_ids: list[str], labelnum: int | None, max_samples: in
         if not labeled:
             raise UserError(f"none of the {len(pool)} training cases has a label (e.g. {pool[0]}: "
                             f"{_no_label(data, pool[0])}); add label files for a few cases")
-        return CaseSplit(labeled, [case for case in pool if not labels[case]], 0)
+        return CaseSplit(labeled, [case for case in pool if not labels[case]], 0, tests_left_out)
     labeled, unlabeled = split_labeled(case_ids, labelnum, max_samples)
     missing = [case for case in labeled if not labels[case]]
     if missing:
         raise UserError(f"--labelnum {labelnum}: {len(missing)} of the first {labelnum} training cases have no label "
                         f"(e.g. {missing[0]}: {_no_label(data, missing[0])}); list the labeled cases first, lower "
                         "--labelnum, or leave it out to train on the cases that have labels")
-    return CaseSplit(labeled, unlabeled, sum(labels[case] for case in unlabeled))
+    return CaseSplit(labeled, unlabeled, sum(labels[case] for case in unlabeled), tests_left_out)
 
 
 def _no_label(data, case_id: str) -> str:

@@ -1,14 +1,15 @@
 """Per-dataset defaults, so ``--dataset_name`` alone picks a sensible data folder, patch and
 sliding-window strides; and the two on-disk layouts the scripts read, told apart by the
 folder itself (an MSD folder has a ``dataset.json``)."""
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataloaders.case_lists import find_list
 import numpy as np
 
 from dataloaders import la_heart, msd, resampling
+from dataloaders.case_lists import find_list
 from dataloaders.la_heart import case_path, read_case, read_case_zscored
 from dataloaders.msd import DATASET_JSON, IMAGES_DIR, case_paths, read_dataset_json, read_msd_case, read_msd_spacing
 from utils.errors import UserError
@@ -133,12 +134,14 @@ class DataFolder:
             return case_paths(self.root, case_id, self.unlabeled_dirs)[0]
         return case_path(self.root, case_id)
 
-    def fingerprint(self, case_id: str) -> str:
+    def fingerprint(self, case_id: str, *, labeled: bool = True) -> str:
         """What the case's files hold, cheaply: each file's size and a hash of its first and last
-        64 KiB ("" for a missing file). Neither path nor modification time counts, so a moved
-        or copied data folder has the same fingerprints."""
+        64 KiB ("" for a missing file), the image's first; of an unlabeled case (``labeled``
+        False) the image's alone, its label file left unopened. Neither path nor modification
+        time counts, so a moved or copied data folder has the same fingerprints."""
         files = (case_paths(self.root, case_id, self.unlabeled_dirs) if self.kind == "msd"
                  else (case_path(self.root, case_id),))
+        files = files if labeled else files[:1]
         return " ".join(_file_fingerprint(path) for path in files)
 
     @property
@@ -150,20 +153,34 @@ class DataFolder:
         """The case's voxel size in mm, from its header (only where ``has_spacing``)."""
         return read_msd_spacing(self.root, case_id, self.unlabeled_dirs)
 
-    def training_spacing(self, case_ids) -> tuple[float, float, float]:
-        """The voxel size (mm) the cases are trained at: ``target_spacing`` where set, else the
-        median of their headers' per axis (MSD), ``H5_SPACING_MM`` for the h5 layout. Stored in
-        checkpoints, for predict.py to bring new scans to it."""
-        if self.target_spacing is not None:
-            return tuple(self.target_spacing)
-        if not self.has_spacing:
-            return H5_SPACING_MM
-        spacings = np.array([self.spacing(case_id) for case_id in case_ids], dtype=float)
-        return tuple(float(v) for v in np.median(spacings, axis=0))
-
     def list_file(self, name) -> Path:
         """A list file named on the command line, found as ``find_list`` does (beside the data too)."""
         return find_list(name, self.lists_dir)
+
+
+def at_training_spacing(data: DataFolder, case_ids, requested=None) -> tuple[DataFolder, tuple | None, str | None]:
+    """(the folder reading cases as training does, the voxel size training learns at, a note
+    naming what is resampled or None). MSD: ``requested`` (--target_spacing), or the cases'
+    median where some differ from it by more than 10 %, and then the cases more than 1 % off are
+    read resampled to it; else the folder as it is, at the median. h5: ``H5_SPACING_MM``. A case
+    whose header cannot be read is left out here: the data check names it with the others."""
+    if not data.has_spacing:
+        return data, H5_SPACING_MM, None
+    spacings = []
+    for case_id in case_ids:
+        try:
+            spacings.append(data.spacing(case_id))
+        except UserError:
+            pass
+    if not spacings:
+        return data, None, None
+    target = resampling.training_target(spacings, requested)
+    if target is None:
+        return data, resampling.median_spacing(spacings), None
+    moved = sum(resampling.differs(s, target, resampling.RESAMPLE_TOLERANCE) for s in spacings)
+    note = (f"{moved} of {len(spacings)} training cases resampled to {' x '.join(f'{t:g}' for t in target)} mm "
+            f"({'--target_spacing' if requested else 'their median spacing'})")
+    return dataclasses.replace(data, target_spacing=target), target, note
 
 
 def _file_fingerprint(path: Path | None, edge: int = 65536) -> str:

@@ -88,8 +88,9 @@ def _first_existing(folder: Path, case_id: str, suffixes) -> Path | None:
 
 def unlabeled_dirs(root, extra=()) -> tuple[Path, ...]:
     """The folders of unlabeled images: ``<root>/imagesTs`` where it exists, then ``extra``."""
-    test_images = Path(root) / UNLABELED_DIR
-    return ((test_images,) if test_images.is_dir() else ()) + tuple(Path(e) for e in extra)
+    test_images = (Path(root) / UNLABELED_DIR).resolve()
+    folders = ((test_images,) if test_images.is_dir() else ()) + tuple(Path(e).resolve() for e in extra)
+    return tuple(dict.fromkeys(folders))  # a folder named twice (imagesTs/ as --unlabeled_dir) counts once
 
 
 def case_paths(root, case_id: str, extra_dirs=()) -> tuple[Path, Path | None]:
@@ -139,11 +140,11 @@ def list_case_ids(root, list_file=None, extra_dirs=None) -> list[str]:
     each folder sorted. An ID in two folders is a ``UserError``: it would name two images."""
     if list_file is not None:
         return read_case_list(list_file)
-    folder = Path(root) / IMAGES_DIR
+    folder = (Path(root) / IMAGES_DIR).resolve()
     if not folder.is_dir():
         raise UserError(f"{folder} not found (expected the MSD / nnU-Net layout: {DATASET_JSON}, "
                         f"{IMAGES_DIR}/, {LABELS_DIR}/)")
-    folders = [folder] + (list(unlabeled_dirs(root, extra_dirs)) if extra_dirs is not None else [])
+    folders = [folder] + ([d for d in unlabeled_dirs(root, extra_dirs) if d != folder] if extra_dirs is not None else [])
     ids, found_in = [], {}
     for each in folders:
         if not each.is_dir():
@@ -229,8 +230,8 @@ def read_msd_case(root, case_id: str, num_classes: int | None = None,
         num_classes = read_dataset_json(root)["num_classes"]
     image_path, label_path = case_paths(root, case_id, extra_dirs)
     if label_path is None:
-        raise UserError(f"case {case_id!r} is an unlabeled image ({image_path}); list it after the labeled cases "
-                        "or leave --labelnum out")
+        raise UserError(f"case {case_id!r} has no label: {image_path} is an image of an unlabeled folder "
+                        f"({UNLABELED_DIR}/ or --unlabeled_dir); validation and test cases need labels")
     image_nii, label_nii = _load(image_path, "image"), _load(label_path, "label")
     image = _to_3d(_voxels(image_nii, image_path), image_path, channel)
     label = _voxels(label_nii, label_path)

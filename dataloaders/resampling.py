@@ -12,9 +12,18 @@ import numpy as np
 # than this fraction along an axis; a case within RESAMPLE_TOLERANCE of the target is left as it is.
 HETEROGENEOUS = 0.10
 RESAMPLE_TOLERANCE = 0.01
-# inference.py and predict.py predict a scan within this fraction of the training voxel size as
-# it is, and any other at the training voxel size, brought back to its own grid
-PREDICT_TOLERANCE = 0.05
+
+
+def median_spacing(spacings: list) -> tuple:
+    """The median voxel size per axis."""
+    return tuple(float(v) for v in np.median(np.asarray(spacings, dtype=float), axis=0))
+
+
+def prediction_tolerance(resampled: bool) -> float:
+    """How far (a fraction per axis) a scan's voxel size may be from the training one and still
+    be predicted as it is: as far as training left its own cases as they were (1 % where it
+    resampled them, else 10 %, the spread it accepted)."""
+    return RESAMPLE_TOLERANCE if resampled else HETEROGENEOUS
 
 
 def differs(spacing, target, tolerance: float) -> bool:
@@ -28,7 +37,7 @@ def training_target(spacings: list, requested=None) -> tuple | None:
     (the cases are alike: nothing is resampled)."""
     if requested:
         return tuple(float(s) for s in requested)
-    median = tuple(float(v) for v in np.median(np.asarray(spacings, dtype=float), axis=0))
+    median = median_spacing(spacings)
     return median if any(differs(s, median, HETEROGENEOUS) for s in spacings) else None
 
 
@@ -42,7 +51,11 @@ def resample(volume: np.ndarray, spacing, target, *, is_label: bool, shape=None)
     image.SetSpacing([float(s) for s in spacing])
     size = [int(n) for n in shape] if shape is not None else \
         [max(int(round(n * s / t)), 1) for n, s, t in zip(volume.shape, spacing, target)]
-    resampled = sitk.Resample(image, size, sitk.Transform(), sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear,
-                              image.GetOrigin(), [float(t) for t in target], image.GetDirection(), 0,
-                              image.GetPixelID())
-    return np.transpose(sitk.GetArrayFromImage(resampled)).astype(volume.dtype, copy=False)
+    # Both grids start at the first voxel's centre, so the index mapping is the same whatever
+    # the scan's origin and direction: its geometry is not needed here.
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize(size)
+    resampler.SetOutputSpacing([float(t) for t in target])
+    resampler.SetInterpolator(sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear)
+    resampler.SetUseNearestNeighborExtrapolator(True)  # past the last centre: the border value, not zero
+    return np.transpose(sitk.GetArrayFromImage(resampler.Execute(image))).astype(volume.dtype, copy=False)

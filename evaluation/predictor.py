@@ -104,14 +104,23 @@ class Predictor:
             labels = keep_largest_component_per_class(labels, self.num_classes)
         return labels, probabilities.cpu().numpy() if with_probabilities else None
 
-    def predict_at_spacing(self, image, spacing, target) -> np.ndarray:
-        """The label map of an (X, Y, Z) image of voxel size ``spacing`` (mm), predicted at the
-        voxel size ``target`` the network was trained at: the image resampled to it (linear),
-        the probabilities resampled back onto the image's grid (linear), then ``labels``."""
+    def predict_at_spacing(self, image, spacing, target) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, probabilities) as ``predict`` gives them, of an (X, Y, Z) image of voxel
+        size ``spacing`` (mm) predicted at the voxel size ``target`` the network was trained at:
+        the image resampled to it (linear), the probabilities resampled back onto the image's
+        own grid (linear, the border value past the last voxel centre), then ``labels``."""
         moved = resample(image, spacing, target, is_label=False)
-        _, probabilities = self.predict(moved, with_probabilities=True)
+        probabilities = self._probabilities(moved)
         back = np.stack([resample(p, target, spacing, is_label=False, shape=image.shape) for p in probabilities])
-        return self.labels(back)
+        return self.labels(back), back
+
+    def _probabilities(self, image) -> np.ndarray:
+        """The window-averaged softmax (C, X, Y, Z) float32 on the CPU."""
+        probabilities, _ = self.sliding_window(self.model, image, patch_size=self.patch_size,
+                                               stride_xy=self.stride_xy, stride_z=self.stride_z,
+                                               num_classes=self.num_classes, device=self.device,
+                                               sw_batch=self.sw_batch, amp_dtype=self.amp_dtype)
+        return probabilities.cpu().numpy()
 
     def labels(self, probabilities: np.ndarray) -> np.ndarray:
         """The label map of (C, X, Y, Z) probabilities computed elsewhere (e.g. resampled to a

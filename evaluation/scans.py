@@ -272,38 +272,6 @@ def image_like(array: np.ndarray, reference):
     return image
 
 
-def resample_to_spacing(image, spacing):
-    """``image`` (3D float32) on voxels of ``spacing`` (mm, X Y Z) over the same extent: the
-    same origin (the first voxel's centre) and direction, round(size x old / new spacing)
-    voxels along each axis, linear interpolation; voxels past the last old centre take their
-    nearest neighbour's value rather than zero."""
-    import SimpleITK as sitk
-
-    size = [max(1, round(n * old / new)) for n, old, new in zip(image.GetSize(), image.GetSpacing(), spacing)]
-    resample = sitk.ResampleImageFilter()
-    resample.SetSize(size)
-    resample.SetOutputSpacing(tuple(float(s) for s in spacing))
-    resample.SetOutputOrigin(image.GetOrigin())
-    resample.SetOutputDirection(image.GetDirection())
-    resample.SetInterpolator(sitk.sitkLinear)
-    resample.SetUseNearestNeighborExtrapolator(True)
-    resample.SetOutputPixelType(sitk.sitkFloat32)
-    return resample.Execute(image)
-
-
-def resample_probabilities(probabilities: np.ndarray, grid, reference) -> np.ndarray:
-    """(C, X, Y, Z) float32 probabilities on the voxels of ``grid`` (a SimpleITK image) taken to
-    the voxels of ``reference``: linear interpolation of each class (so each voxel's values
-    still sum to 1), nearest neighbour past the border; (C, X', Y', Z') float32."""
-    import SimpleITK as sitk
-
-    resample = sitk.ResampleImageFilter()
-    resample.SetReferenceImage(reference)
-    resample.SetInterpolator(sitk.sitkLinear)
-    resample.SetUseNearestNeighborExtrapolator(True)
-    return array_of(resample.Execute(image_like(probabilities.astype(np.float32, copy=False), grid)))
-
-
 def write_segmentation(labels: np.ndarray, reference, path) -> Path:
     """A (X, Y, Z) label map as uint8 NIfTI at ``path`` (.nii.gz) in the geometry of
     ``reference`` (shape, spacing, origin, direction), so it lies on its scan in 3D Slicer or

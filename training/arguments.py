@@ -8,7 +8,8 @@ from pathlib import Path
 from dataloaders.batches import BatchSettings
 from dataloaders.case_split import split_cases, training_case_ids
 from dataloaders.check_data import print_data_report
-from dataloaders.datasets import DATASETS, INTENSITY_NORMALIZATIONS, data_folder, dataset_defaults, root_or_default
+from dataloaders.datasets import (DATASETS, INTENSITY_NORMALIZATIONS, at_training_spacing, data_folder, dataset_defaults,
+                                  root_or_default)
 from networks.vnet import patch_size_problem
 from training.run_folder import run_folder_path
 from training.schedule import Schedule
@@ -159,7 +160,8 @@ def report_data_if_asked(args: argparse.Namespace) -> bool:
         data = data_folder(args.root_path, args.normalize, args.unlabeled_dir)
         split = split_cases(data, training_case_ids(data, args.train_list),
                             None if args.labels_from_files else args.labelnum, args.max_samples)
-        print(split.describe())
+        data, _, spacing_note = at_training_spacing(data, [*split.labeled, *split.unlabeled], args.target_spacing)
+        print(split.describe() + (f"; {spacing_note}" if spacing_note else ""))
         print_data_report(data, training=(args.train_list or f"the cases of {data.root}", split.labeled, split.unlabeled),
                           val_list=args.val_list, patch_size=args.patch_size)
     return bool(args.check_data)

@@ -74,7 +74,11 @@ def check_same_data(state: dict, path: Path, *, labeled_ids: list, unlabeled_ids
             raise UserError(f"{path} was trained on other {what} cases ({_first_difference(list(then), list(now))}); "
                             f"{fix}")
     stored = state.get("data_fingerprint") or {}
-    changed = [case for case, fingerprint in fingerprints.items() if case in stored and stored[case] != fingerprint]
+    # an unlabeled case's fingerprint is its image's alone (older checkpoints hold the label
+    # file's after it, which is not compared: that file is never opened)
+    unlabeled = set(unlabeled_ids)
+    changed = [case for case, fingerprint in fingerprints.items() if case in stored
+               and (stored[case].split(" ")[0] if case in unlabeled else stored[case]) != fingerprint]
     if changed:
         raise UserError(f"{path} was trained on other data: the files of case {changed[0]}"
                         f"{f' and {len(changed) - 1} more' if len(changed) > 1 else ''} differ from those it was "

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,23 @@ from utils.folder_lock import LOCK_FILE, FolderLock
 def run_folder_path(dataset_name: str, exp: str, labelnum: int, model: str, base="model") -> Path:
     """``model/{dataset}_{exp}_{labelnum}_labeled/{model}``, the layout of the original scripts."""
     return Path(base) / f"{dataset_name}_{exp}_{labelnum}_labeled" / model
+
+
+def find_run_folder(dataset_name: str, exp: str, labelnum: int | None, model: str, base="model") -> Path:
+    """The run folder of a finished run: ``run_folder_path``; without ``labelnum`` (None) the one
+    ``{dataset}_{exp}_N_labeled/{model}`` there is, whatever N (a run without --labelnum is named
+    by its number of labeled cases). None or several are a ``UserError`` saying what to pass."""
+    if labelnum is not None:
+        return run_folder_path(dataset_name, exp, labelnum, model, base)
+    pattern = re.compile(rf"{re.escape(dataset_name)}_{re.escape(exp)}_\d+_labeled")
+    found = sorted(p for p in Path(base).glob(f"*_labeled/{model}") if pattern.fullmatch(p.parent.name))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UserError(f"run folder not found: {Path(base) / f'{dataset_name}_{exp}_N_labeled' / model} (check "
+                        "--dataset_name/--exp/--model, or pass --checkpoint)")
+    raise UserError(f"{len(found)} run folders match ({', '.join(str(p) for p in found[:4])}"
+                    f"{', ...' if len(found) > 4 else ''}); pass --labelnum N to choose one")
 
 
 def git_commit() -> str | None:

@@ -16,8 +16,6 @@ script shows only its method. In the order a script calls it:
         session.after(iteration, {"loss/total": loss, ...})   # log, validate, save
     session.close()
 """
-import dataclasses
-
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -26,8 +24,7 @@ from dataloaders.batches import make_training_batches
 from dataloaders.case_lists import check_validation_cases, read_case_list
 from dataloaders.case_split import split_cases, training_case_ids
 from dataloaders.check_data import check_cases
-from dataloaders.datasets import data_folder
-from dataloaders.resampling import RESAMPLE_TOLERANCE, differs, training_target
+from dataloaders.datasets import at_training_spacing, data_folder
 from training.arguments import TrainingConfig
 from training.optimization import MixedPrecision, set_lr, sgd
 from training.resume import base_lr_changes, check_resumable, check_same_data, restore, resume_path
@@ -106,8 +103,11 @@ class TrainingSession:
         position); ``next_batch`` draws from it. A resumed run must have the cases, and case
         files, its checkpoint was trained on; validation cases (--val_list) must be neither
         training cases nor test cases."""
-        self._choose_training_spacing([*labeled_ids, *unlabeled_ids])
-        fingerprints = {case: self.data.fingerprint(case) for case in [*labeled_ids, *unlabeled_ids]}
+        # MSD cases of mixed voxel sizes are read at one (the validation cases too)
+        self.data, spacing, self.spacing_note = at_training_spacing(self.data, [*labeled_ids, *unlabeled_ids],
+                                                                    self.config.data.target_spacing)
+        fingerprints = {**{case: self.data.fingerprint(case) for case in labeled_ids},
+                        **{case: self.data.fingerprint(case, labeled=False) for case in unlabeled_ids}}
         if self.resume_from:
             check_same_data(self.resume_from, resume_path(self.config.run.resume, self.config.run.folder),
                             labeled_ids=labeled_ids, unlabeled_ids=unlabeled_ids, fingerprints=fingerprints)
@@ -120,30 +120,9 @@ class TrainingSession:
         self.batches = make_training_batches(self.data, labeled_ids, unlabeled_ids, self.config.batches,
                                              device=self.device, start_batch=self.start_iteration,
                                              rank=self.ranks.rank, world_size=self.ranks.world_size)
-        # for predict.py (after the check, which names any unreadable file): the voxel size and
-        # layout the network learns from
-        self.cases.update(spacing=list(self.data.training_spacing([*labeled_ids, *unlabeled_ids])),
+        # for inference.py and predict.py: the voxel size and layout the network learns from
+        self.cases.update(spacing=list(spacing) if spacing else None, resampled=self.data.target_spacing is not None,
                           data_kind=self.data.kind)
-
-    def _choose_training_spacing(self, case_ids: list[str]) -> None:
-        """MSD: train at --target_spacing, or at the cases' median spacing where they differ
-        by more than 10 %; the cases at another spacing are then read resampled to it (the
-        validation cases too). Uniform data is read as it is."""
-        if not self.data.has_spacing:
-            return
-        spacings = {}
-        for case in case_ids:
-            try:
-                spacings[case] = self.data.spacing(case)
-            except UserError:  # an unreadable header: the data check names it with the others
-                pass
-        target = training_target(list(spacings.values()), self.config.data.target_spacing) if spacings else None
-        if target is None:
-            return
-        self.data = dataclasses.replace(self.data, target_spacing=target)
-        moved = sum(differs(s, target, RESAMPLE_TOLERANCE) for s in spacings.values())
-        self.spacing_note = (f"{moved} of {len(spacings)} training cases resampled to {' x '.join(f'{t:g}' for t in target)}"
-                             f" mm ({'--target_spacing' if self.config.data.target_spacing else 'their median spacing'})")
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(image (B, 1, X, Y, Z) in the session's memory format, label (B, X, Y, Z) int64)."""

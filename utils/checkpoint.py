@@ -6,8 +6,8 @@ configuration), ``student`` and ``teacher`` weights (``teacher`` None for labele
 ``optimizer`` and ``scaler`` state, ``args`` (every flag of the run); what decides the data,
 which ``--resume`` compares: ``labeled_ids`` and ``unlabeled_ids`` (the training cases in
 order) and ``data_fingerprint`` ({case ID: its files' sizes and a hash of their first and last
-64 KiB}), ``spacing`` (the training voxel size in mm along X, Y, Z) and ``data_kind`` ("h5"
-or "msd"); ``base_lr_changes`` (each lowering of ``--base_lr`` on a resume: iteration, from,
+64 KiB}), ``spacing`` (the training voxel size in mm along X, Y, Z), ``resampled`` (whether cases were
+resampled to it) and ``data_kind`` ("h5" or "msd"); ``base_lr_changes`` (each lowering of ``--base_lr`` on a resume: iteration, from,
 to). The training schedule adds ``random_states`` (and ``rank_random_states`` under torchrun)
 and ``best_val_dice``, the training session the ``method`` that wrote it. Checkpoints from
 before a key was added lack it.
@@ -103,6 +103,12 @@ def trained_spacing(checkpoint: dict) -> tuple | None:
     checkpoints from before it was stored."""
     spacing = checkpoint.get("spacing") if isinstance(checkpoint, dict) else None
     return tuple(float(s) for s in spacing) if spacing else None
+
+
+def trained_resampled(checkpoint: dict) -> bool:
+    """Whether the checkpoint's run resampled its cases to its ``spacing`` (MSD cases of mixed
+    voxel sizes), so that only scans within 1 % of it count as at its voxel size."""
+    return bool(checkpoint.get("resampled")) if isinstance(checkpoint, dict) else False
 
 
 def trained_data_kind(checkpoint: dict) -> str | None:

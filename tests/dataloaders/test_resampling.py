@@ -33,6 +33,23 @@ def test_resample_keeps_the_extent_and_the_label_values():
     assert coarser[0, 0, 0] == pytest.approx(image[0, 0, 0]) and coarser[1, 1, 1] == pytest.approx(image[2, 2, 2])
 
 
+def test_a_round_trip_keeps_the_extent_and_the_border():
+    """Probabilities taken to a coarser grid and back: each voxel's still sum to 1, and a
+    constant field comes back constant up to the far border (its value there, not zero)."""
+    rng = np.random.default_rng(1)
+    probabilities = rng.random((3, 20, 16, 10)).astype(np.float32)
+    probabilities /= probabilities.sum(0)
+    coarse = [resample(p, (1.0, 1.0, 1.0), (3.0, 3.0, 3.0), is_label=False) for p in probabilities]
+    assert coarse[0].shape == (7, 5, 3)
+    back = np.stack([resample(p, (3.0, 3.0, 3.0), (1.0, 1.0, 1.0), is_label=False, shape=(20, 16, 10))
+                     for p in coarse])
+    assert back.shape == (3, 20, 16, 10)
+    np.testing.assert_allclose(back.sum(0), 1, atol=1e-5)
+    constant = resample(np.full((7, 5, 3), 0.75, np.float32), (3.0, 3.0, 3.0), (1.0, 1.0, 1.0), is_label=False,
+                        shape=(20, 16, 10))
+    np.testing.assert_allclose(constant, 0.75, atol=1e-6)
+
+
 def msd_folder(root, spacings):
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()

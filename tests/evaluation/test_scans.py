@@ -1,6 +1,6 @@
 """evaluation/scans.py on real files: every format read back in the file's voxel order with its
 geometry (as nibabel sees it), case names, finding scans, each kind of bad file as one line,
-resampling, and outputs written atomically in the scan's geometry."""
+and outputs written atomically in the scan's geometry."""
 import math
 import os
 
@@ -9,8 +9,7 @@ import pytest
 
 from conftest import write_case
 from evaluation import scans
-from evaluation.scans import (case_name, list_scans, read_scan, resample_probabilities, resample_to_spacing,
-                              write_probabilities, write_segmentation)
+from evaluation.scans import case_name, list_scans, read_scan, write_probabilities, write_segmentation
 from utils.errors import UserError
 
 sitk = pytest.importorskip("SimpleITK")
@@ -156,22 +155,6 @@ def test_a_bad_scan_is_one_line_naming_the_file(case, tmp_path, capfd):
     message = str(err.value)
     assert message.startswith(f"{path}: ") and expected in message and "\n" not in message, message
     assert capfd.readouterr().err == ""  # ITK's own stderr lines went into the message
-
-
-def test_resampling_keeps_the_extent_and_probabilities_sum_to_one(tmp_path):
-    image = sitk_image(volume((20, 16, 10)), spacing=(1.0, 1.0, 2.0))
-    fine = resample_to_spacing(image, (0.5, 0.5, 0.5))
-    assert fine.GetSize() == (40, 32, 40) and fine.GetSpacing() == (0.5, 0.5, 0.5)
-    assert fine.GetOrigin() == image.GetOrigin() and fine.GetDirection() == image.GetDirection()
-    rng = np.random.default_rng(1)
-    probabilities = rng.random((3, *fine.GetSize())).astype(np.float32)
-    probabilities /= probabilities.sum(0)
-    back = resample_probabilities(probabilities, fine, image)
-    assert back.shape == (3, 20, 16, 10) and back.dtype == np.float32
-    np.testing.assert_allclose(back.sum(0), 1, atol=1e-5)
-    # a constant field comes back constant, up to the border (nearest neighbour past it, not 0)
-    constant = np.stack([np.full(fine.GetSize(), 0.25, np.float32), np.full(fine.GetSize(), 0.75, np.float32)])
-    np.testing.assert_allclose(resample_probabilities(constant, fine, image)[1], 0.75, atol=1e-6)
 
 
 def test_probabilities_are_one_vector_nifti_in_the_scans_geometry(tmp_path):

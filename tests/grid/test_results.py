@@ -45,3 +45,36 @@ def test_collect_averages_classes_then_seeds(tmp_path):
 def test_mean_std_of_one_or_no_value():
     assert mean_std([0.5])[0] == 0.5 and math.isnan(mean_std([0.5])[1])
     assert all(math.isnan(v) for v in mean_std([float("nan"), None]))
+
+
+def test_each_method_trains_its_own_schedule_scaled_to_the_grid():
+    from grid.results import method_iterations, schedule_flags
+    assert schedule_flags("MT", 1000) == ["--max_iterations", "1000"]
+    assert schedule_flags("BCP", 6000) == ["--max_iterations", "17000", "--pretrain_iterations", "2000",
+                                           "--lr_decay_every", "2500"]
+    assert schedule_flags("BCP", 1000) == ["--max_iterations", "2833", "--pretrain_iterations", "333",
+                                           "--lr_decay_every", "417"]
+    assert method_iterations("BCP", 1500) == 4250 and method_iterations("UAMT", 1500) == 1500
+
+
+def test_uamt_and_bcp_are_compared_with_labeled_only_and_with_mean_teacher(tmp_path):
+    iterations = {"SUP": 9, "MT": 9, "UAMT": 9, "BCP": 26}
+    runs = [Run(m, 5, s, f"x_s{s}", iterations[m]) for s in (1, 2) for m in iterations]
+    dice = {"SUP": 0.6, "MT": 0.7, "UAMT": 0.72, "BCP": 0.75}
+    for run in runs:
+        write_summary(run.eval_dir(tmp_path, False), (dice[run.method] + 0.01 * run.seed,) * 2)
+        if run.method != "SUP":
+            write_summary(run.eval_dir(tmp_path, True), (dice[run.method] + 0.02,) * 2)
+    rows = collect(runs, tmp_path, [5], 50)
+    assert [(r["method"], r["model"]) for r in rows] == [("SUP", "student"), ("MT", "student"), ("MT", "teacher"),
+                                                         ("UAMT", "student"), ("UAMT", "teacher"),
+                                                         ("BCP", "student"), ("BCP", "teacher")]
+    against_mt = {(d["method"], d["model"]): d["mean"] for d in differences(rows, "MT") if d["method"] != "SUP"}
+    assert against_mt == pytest.approx({("UAMT", "student"): 2.0, ("UAMT", "teacher"): 2.0,
+                                        ("BCP", "student"): 5.0, ("BCP", "teacher"): 5.0})
+    md = markdown_report({"dataset": "X", "train_list": "t", "eval_list": "e", "val_list": "e", "max_iterations": 9,
+                          "seeds": [1, 2], "command": "python reproduce.py"}, rows, [], [])
+    assert md.startswith("# X: Mean Teacher, UA-MT, BCP against labeled-only training")
+    assert "| BCP | 5 (10 %) | 2 | `--max_iterations 26 --pretrain_iterations 3 --lr_decay_every 4` |" in md
+    assert "- 5 labeled, BCP teacher: +5.00 ± 0.00 (per seed: +5.00, +5.00)" in md  # minus Mean Teacher's teacher
+    assert "- 5 labeled, BCP student: +15.00 ± 0.00" in md  # minus labeled-only

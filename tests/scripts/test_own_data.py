@@ -123,16 +123,18 @@ def test_labelnum_over_an_unlabeled_case_and_a_broken_unlabeled_image_are_one_li
 
 def test_h5_cases_without_a_label_are_unlabeled(tmp_path):
     """The h5 layout: a case file with an image and no label is an unlabeled case; without a
-    list file every case folder is a training case."""
+    list file every case folder but those of test.list is a training case. The DataLoader path
+    (--data_on_device 0) reads the unlabeled images alone too."""
     volumes = Path(generate_dataset(tmp_path / "data", num_train=6, num_test=1, size=(48, 48, 24)))
     for case in sorted(p.name for p in volumes.iterdir())[3:]:
         with h5py.File(volumes / case / "mri_norm2.h5", "r+") as f:
             del f["label"]
     (tmp_path / "data" / "train.list").unlink()
     common = ["--dataset_name", "Synthetic", "--root_path", volumes, "--patch_size", "32", "32", "16",
-              "--max_iterations", "2", *SMALL]
+              "--max_iterations", "2", "--data_on_device", "0", "--num_workers", "1", *SMALL]
     proc = run_script("train_mean_teacher.py", [*common, "--exp", "h5"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "model" / "Synthetic_h5_3_labeled" / "MT"
-    assert "3 labeled cases, 4 unlabeled (4 without labels)" in header_line(run, "labeled case")  # 6 train + 1 test folder
+    assert ("3 labeled cases, 3 unlabeled (3 without labels); the 1 cases of test.list left out"
+            in header_line(run, "labeled case"))
     assert np.isfinite([float(line.split("loss/total ")[1].split(",")[0]) for line in loss_lines(run)]).all()
