@@ -3,6 +3,7 @@ synthetic data: NIfTI, NRRD and h5 copies of a case segmented as inference.py se
 in the scans' own geometry; a scan at another voxel size resampled and brought back; bad scans
 one line each while the others go on; nothing overwritten unless asked; probabilities; teacher."""
 import math
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -125,6 +126,40 @@ def test_scans_are_segmented_as_inference_segments_the_h5(trained, tmp_path):
     assert "scans z-scored each on its own" in lines[0] and "lcc on" in lines[0] and "strides 16/8" in lines[0]
     assert lines[-1].startswith("3 predicted, 0 failed, 0 skipped of 3 scan(s); ") and lines[-1].endswith("device cpu")
     assert "and back" not in proc.stdout
+
+
+LA_ROOT = os.environ.get("LA_ROOT")
+
+
+@pytest.mark.skipif(not LA_ROOT or not Path(LA_ROOT).is_dir(), reason="LA_ROOT (the LA h5 case folders) is not set")
+def test_a_real_la_case_as_nifti_and_nrrd_is_segmented_as_inference_segments_its_h5(trained, tmp_path):
+    """A crop of a real LA case (64 x 64 x 32 voxels about its centre, 0.625 mm, rotated and
+    shifted): the NIfTI and NRRD copies give inference.py's voxels on the h5, in their geometry."""
+    case_id = sorted(p.name for p in Path(LA_ROOT).iterdir() if (p / "mri_norm2.h5").is_file())[0]
+    image, label = read_case(LA_ROOT, case_id)
+    centre = [n // 2 for n in image.shape]
+    crop = tuple(slice(c - h, c + h) for c, h in zip(centre, (32, 32, 16)))
+    image, label = image[crop], label[crop]
+    folder = tmp_path / "la"
+    write_case(folder, case_id, image, label)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    write_scan(scans / "la_nifti.nii.gz", image, (0.625,) * 3)
+    write_scan(scans / "la_nrrd.nrrd", image, (0.625,) * 3)
+    windows = ["--stride_xy", "16", "--stride_z", "8"]  # the same windows for both (LA's default is 18/4)
+    ok(run_script("predict.py", ["-i", scans, "-o", tmp_path / "out", "--checkpoint", trained.checkpoint, *windows],
+                  trained.cwd))
+    (tmp_path / "test.list").write_text(case_id + "\n")
+    ok(run_script("inference.py", ["--dataset_name", "LA", "--root_path", folder, "--test_list", tmp_path / "test.list",
+                                   "--checkpoint", trained.checkpoint, "--save_pred", "--out", tmp_path / "eval",
+                                   *windows],
+                  trained.cwd))
+    expected = voxels(tmp_path / "eval" / f"{case_id}_pred.nii.gz")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["la_nifti.nii.gz", "la_nrrd.nii.gz"]
+    for scan in ("la_nifti.nii.gz", "la_nrrd.nrrd"):
+        output = tmp_path / "out" / f"{scan.split('.')[0]}.nii.gz"
+        np.testing.assert_array_equal(voxels(output), expected)
+        same_geometry(output, scans / scan)
 
 
 def test_a_scan_at_another_voxel_size_comes_back_on_its_own_grid(trained, monkeypatch, capsys, tmp_path):
