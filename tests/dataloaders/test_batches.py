@@ -264,7 +264,7 @@ def test_make_training_batches_checks_every_case_first(tiny_cases, on_device):
     assert problems[2].startswith("case ghost:")
     for case_id, problem in zip(tiny_cases.ids[:2], problems[:2]):
         assert problem.startswith(f"case {case_id}:") and "label value(s) 2" in problem, problem
-    assert str(info.value).splitlines()[0] == "5 problem(s) in the data:"
+    assert str(info.value).splitlines()[0] == "3 problem(s) in the data:"
 
 
 def test_two_workers_aligned_and_not_identical(tiny_cases):
