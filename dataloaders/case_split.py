@@ -42,11 +42,17 @@ def training_case_ids(data, train_list: str | None) -> tuple[list[str], int]:
     return [case for case in case_ids if case not in tests], sum(case in tests for case in case_ids)
 
 
-def split_cases(data, case_ids, labelnum: int | None, max_samples: int | None = None) -> CaseSplit:
-    """The labeled and unlabeled cases of ``case_ids`` (a list, or ``training_case_ids``' pair;
-    the first ``max_samples`` of them where given) in ``data`` (a ``DataFolder``): the first
-    ``labelnum``, or the cases with labels where ``labelnum`` is None."""
-    case_ids, tests_left_out = case_ids if isinstance(case_ids, tuple) else (case_ids, 0)
+def training_split(data, train_list: str | None, labelnum: int | None, max_samples: int | None = None) -> CaseSplit:
+    """``split_cases`` of the training cases (``training_case_ids``)."""
+    case_ids, tests_left_out = training_case_ids(data, train_list)
+    return split_cases(data, case_ids, labelnum, max_samples, tests_left_out=tests_left_out)
+
+
+def split_cases(data, case_ids: list[str], labelnum: int | None, max_samples: int | None = None, *,
+                tests_left_out: int = 0) -> CaseSplit:
+    """The labeled and unlabeled cases of ``case_ids`` (the first ``max_samples`` of them where
+    given) in ``data`` (a ``DataFolder``): the first ``labelnum``, or the cases with labels where
+    ``labelnum`` is None. ``tests_left_out`` is only reported (``CaseSplit.describe``)."""
     pool = case_ids[:max_samples] if max_samples else list(case_ids)
     labels = {case: data.has_label(case) for case in pool}
     if labelnum is None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataloaders.batches import BatchSettings
-from dataloaders.case_split import split_cases, training_case_ids
+from dataloaders.case_split import training_split
 from dataloaders.check_data import print_data_report
 from dataloaders.datasets import (DATASETS, INTENSITY_NORMALIZATIONS, at_training_spacing, data_folder, dataset_defaults,
                                   root_or_default)
@@ -118,14 +118,6 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
     else:  # without a list, every case of the folder
         args.train_list = str(default_list.resolve()) if default_list.is_file() else None
     args.val_list = str(data.list_file(args.val_list)) if args.val_list else None
-    # Without --labelnum the cases that have labels are the labeled ones; their number names the
-    # run folder, as --labelnum does.
-    args.labels_from_files = args.labelnum is None
-    if args.labels_from_files:
-        if args.max_samples is not None and args.max_samples < 1:
-            raise UserError(f"--max_samples must be at least 1 (leave it out to use every case), got {args.max_samples}")
-        case_ids = training_case_ids(data, args.train_list)
-        args.labelnum = len(split_cases(data, case_ids, None, args.max_samples).labeled)
     problem = patch_size_problem(args.patch_size)
     if problem:
         raise UserError(f"--patch_size {' '.join(map(str, args.patch_size))}: {problem}")
@@ -150,6 +142,11 @@ def resolve_data_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.lr_decay_every < 0:
         raise UserError(f"--lr_decay_every must be 0 (a constant rate) or more iterations, got {args.lr_decay_every}")
     require_finite_number(args, "base_lr")
+    # Without --labelnum the cases that have labels are the labeled ones; their number names the
+    # run folder, as --labelnum does.
+    args.labels_from_files = args.labelnum is None
+    if args.labels_from_files:
+        args.labelnum = len(training_split(data, args.train_list, None, args.max_samples).labeled)
     return args
 
 
@@ -158,8 +155,8 @@ def report_data_if_asked(args: argparse.Namespace) -> bool:
     print a short report, and return True: the script then stops without training."""
     if args.check_data:
         data = data_folder(args.root_path, args.normalize, args.unlabeled_dir)
-        split = split_cases(data, training_case_ids(data, args.train_list),
-                            None if args.labels_from_files else args.labelnum, args.max_samples)
+        split = training_split(data, args.train_list, None if args.labels_from_files else args.labelnum,
+                               args.max_samples)
         data, _, spacing_note = at_training_spacing(data, [*split.labeled, *split.unlabeled], args.target_spacing)
         print(split.describe() + (f"; {spacing_note}" if spacing_note else ""))
         print_data_report(data, training=(args.train_list or f"the cases of {data.root}", split.labeled, split.unlabeled),

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from dataloaders.batches import make_training_batches
 from dataloaders.case_lists import check_validation_cases, read_case_list
-from dataloaders.case_split import split_cases, training_case_ids
+from dataloaders.case_split import training_split
 from dataloaders.check_data import check_cases
 from dataloaders.datasets import at_training_spacing, data_folder
 from training.arguments import TrainingConfig
@@ -87,8 +87,7 @@ class TrainingSession:
         (``dataloaders.case_split``). A one-line error where the method ``needs_unlabeled``
         cases and there are none. The run header says what was found."""
         data = self.config.data
-        self.split = split_cases(self.data, training_case_ids(self.data, data.train_list), data.labelnum,
-                                 data.max_samples)
+        self.split = training_split(self.data, data.train_list, data.labelnum, data.max_samples)
         labeled_ids, unlabeled_ids = self.split.labeled, self.split.unlabeled
         if needs_unlabeled and not unlabeled_ids:
             fix = ("lower --labelnum" if data.labelnum is not None else
