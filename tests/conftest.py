@@ -21,6 +21,12 @@ from dataloaders.batches import BatchSettings, make_training_batches  # noqa: E4
 from dataloaders.datasets import DataFolder  # noqa: E402
 from dataloaders.synthetic import generate_dataset  # noqa: E402
 
+# Under pytest-xdist (`-n 2`) the cores are shared between the workers: each worker and the
+# scripts it starts take their share of threads, since oversubscribed cores run torch slower.
+THREADS = max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+if "PYTEST_XDIST_WORKER" in os.environ:
+    torch.set_num_threads(THREADS)
+
 # Flags that keep an end-to-end run tiny on 2 CPU cores.
 TINY = ["--patch_size", "32", "32", "16", "--labelnum", "2", "--batch_size", "4", "--labeled_bs", "2"]
 
@@ -28,7 +34,7 @@ TINY = ["--patch_size", "32", "32", "16", "--labelnum", "2", "--batch_size", "4"
 def script_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("OMP_NUM_THREADS", "2")
+    env.setdefault("OMP_NUM_THREADS", str(min(THREADS, 2)))
     return env
 
 

@@ -233,6 +233,25 @@ def test_labeled_only_under_torchrun(data, tmp_path):
     assert sorted(p.name for p in folder.glob("*.pth")) == ["best_model.pth", "iter_3.pth", "latest.pth"]
 
 
+@pytest.mark.parametrize("script, model, extra", [("train_uamt.py", "UAMT", ["--uncertainty_passes", "2"]),
+                                                  ("train_bcp.py", "BCP", ["--pretrain_iterations", "2"])])
+def test_uamt_and_bcp_under_torchrun(script, model, extra, data, tmp_path):
+    """Both ranks end with the same student and teacher (for BCP through both stages), and one
+    rank writes the run folder."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    torchrun(script, [*data, *FLAGS, "--max_iterations", "4", "--exp", "ddp", *extra], tmp_path, probe)
+    states = [torch.load(probe / f"rank{r}.pt", weights_only=False) for r in range(RANKS)]
+    assert tensors_equal(states[0]["student"], states[1]["student"])
+    assert tensors_equal(states[0]["teacher"], states[1]["teacher"])
+    folder = tmp_path / "model" / f"Synthetic_ddp_{LABELNUM}_labeled" / model
+    assert tensors_equal(load_checkpoint(folder / "iter_4.pth")["student"], states[0]["student"])
+    iterations = [line for line in log_lines(folder, "iteration") if "loss/total" in line]
+    assert len(iterations) == 4 and log_lines(folder, "DistributedDataParallel over 2 processes (gloo)")
+    if model == "BCP":
+        assert len(log_lines(folder, "self-training from the pre-trained network of iteration 2")) == 1
+
+
 def test_inference_splits_cases_over_ranks(data, mt_run):
     cwd, _, _ = mt_run
     flags = [*data[:4], "--test_list", data[-1], "--exp", "ddp", "--labelnum", LABELNUM, "--model", "MT",

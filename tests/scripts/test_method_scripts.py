@@ -87,6 +87,14 @@ def test_their_checkpoints_evaluate_with_inference(method, syn, uamt_run, bcp_ru
     assert "written to" in proc.stdout
 
 
+def test_a_bcp_checkpoint_segments_new_scans_with_predict(syn, bcp_run, tmp_path):
+    cwd, folder = bcp_run
+    scan = syn.root / syn.test_list.read_text().split()[0] / "mri_norm2.h5"
+    proc = ok(run_script("predict.py", ["-i", scan, "-o", tmp_path / "out", "--checkpoint", folder / "iter_4.pth",
+                                        "--teacher", "--patch_size", "32", "32", "16"], cwd))
+    assert (tmp_path / "out" / f"{scan.parent.name}.nii.gz").is_file(), proc.stdout
+
+
 @pytest.mark.parametrize("script,flags,message", [
     (BCP, ["--batch_size", "4", "--labeled_bs", "1"], "--labeled_bs must be even"),
     (BCP, [*BCP_TINY[:4], "--pretrain_iterations", "5"], "--pretrain_iterations must be between 0"),
