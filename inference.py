@@ -29,7 +29,6 @@ import argparse
 import csv
 import json
 import math
-import re
 import time
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from evaluation.output_folder import EvaluationFolder
 from evaluation.outputs import Log, json_ready, save_nifti
 from evaluation.predictor import Predictor, check_window_settings
 from evaluation.report import summarize, table
-from training.run_folder import find_run_folder
+from training.run_folder import find_run_folder, run_checkpoint
 from utils.checkpoint import (load_checkpoint, trained_normalization, trained_patch_size, trained_resampled,
                               trained_spacing)
 from utils.device import precision_text, runtime_versions, select_device
@@ -120,18 +119,8 @@ def find_checkpoint(args) -> Path:
         raise UserError("give either --iteration or --use_best, not both")
     if args.checkpoint:
         return Path(args.checkpoint)
-    run = find_run_folder(args.dataset_name, args.exp, args.labelnum, args.model)
-    if not run.is_dir():
-        raise UserError(f"run folder not found: {run} (check --dataset_name/--exp/--labelnum/--model, "
-                        "or pass --checkpoint)")
-    if args.use_best:
-        return run / "best_model.pth"
-    if args.iteration is not None:
-        return run / f"iter_{args.iteration}.pth"
-    snapshots = sorted(run.glob("iter_*.pth"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
-    if not snapshots:
-        raise UserError(f"no iter_N.pth checkpoint in {run}; has the training finished a save?")
-    return snapshots[-1]
+    return run_checkpoint(find_run_folder(args.dataset_name, args.exp, args.labelnum, args.model),
+                          args.iteration, best=args.use_best)
 
 
 def default_out(args, path: Path) -> Path:

@@ -37,7 +37,6 @@ names no usable scan, 0 otherwise. The last line counts the scans predicted, fai
 skipped, with the seconds per predicted scan and the device.
 """
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -50,7 +49,7 @@ from dataloaders.msd import zscore as zscore_msd
 from dataloaders.resampling import differs, prediction_tolerance
 from evaluation.predictor import Predictor, check_window_settings, default_window
 from evaluation.scans import case_name, list_scans, read_scan, write_probabilities, write_segmentation
-from training.run_folder import find_run_folder
+from training.run_folder import find_run_folder, run_checkpoint
 from utils.checkpoint import (load_checkpoint, trained_data_kind, trained_normalization, trained_resampled,
                               trained_spacing)
 from utils.device import select_device
@@ -94,16 +93,8 @@ def find_checkpoint(args) -> Path:
         if args.iteration is not None:
             raise UserError("--checkpoint names the file itself; drop --iteration")
         return Path(args.checkpoint)
-    run = find_run_folder(args.dataset_name, args.exp, args.labelnum, args.model)
-    if not run.is_dir():
-        raise UserError(f"run folder not found: {run} (pass --checkpoint, or check "
-                        "--dataset_name/--exp/--labelnum/--model)")
-    if args.iteration is not None:
-        return run / f"iter_{args.iteration}.pth"
-    snapshots = sorted(run.glob("iter_*.pth"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
-    if not snapshots:
-        raise UserError(f"no iter_N.pth checkpoint in {run}; pass --checkpoint")
-    return snapshots[-1]
+    return run_checkpoint(find_run_folder(args.dataset_name, args.exp, args.labelnum, args.model),
+                          args.iteration)
 
 
 def plan_outputs(scans: list[Path], out: Path, save_prob: bool) -> list[list[Path]]:

@@ -43,6 +43,23 @@ def find_run_folder(dataset_name: str, exp: str, labelnum: int | None, model: st
                     f"{', ...' if len(found) > 4 else ''}); pass --labelnum N to choose one")
 
 
+def run_checkpoint(run: Path, iteration: int | None = None, best: bool = False) -> Path:
+    """In the run folder ``run``: ``best_model.pth`` (``best``), ``iter_{iteration}.pth``, or by
+    default the last ``iter_N.pth``. A missing folder or no snapshot is a ``UserError``."""
+    if not run.is_dir():
+        raise UserError(f"run folder not found: {run} (check --dataset_name/--exp/--labelnum/--model, "
+                        "or pass --checkpoint)")
+    if best:
+        return run / "best_model.pth"
+    if iteration is not None:
+        return run / f"iter_{iteration}.pth"
+    snapshots = sorted(run.glob("iter_*.pth"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
+    if not snapshots:
+        raise UserError(f"no iter_N.pth checkpoint in {run}; has the training finished a save? "
+                        "(or pass --checkpoint)")
+    return snapshots[-1]
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
