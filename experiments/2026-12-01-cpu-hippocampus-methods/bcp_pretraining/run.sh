@@ -10,3 +10,8 @@ python "$REPO/train_bcp.py" --dataset_name Hippocampus --root_path "$HIPPO" --tr
   --gpu 0 --lr_decay_every 417 --pretrain_iterations 333 > train_BCP_pretraining_s1338.txt 2>&1
 python "$REPO/inference.py" --dataset_name Hippocampus --root_path "$HIPPO" --test_list "$HIPPO/dev_val.list" \
   --exp diag_s1338 --labelnum 17 --model BCP --iteration 333 --gpu 0 --out eval_iter333
+# The same first stage three times as long (1000 iterations, validated every 125), to see
+# when the pre-training starts to find the hippocampus.
+python "$REPO/train_bcp.py" --dataset_name Hippocampus --root_path "$HIPPO" --train_list "$HIPPO/dev_train.list" \
+  --val_list "$HIPPO/dev_val.list" --labelnum 17 --seed 1338 --max_iterations 1000 --exp diag1000_s1338 --val_every 125 \
+  --gpu 0 --lr_decay_every 417 --pretrain_iterations 1000 > train_BCP_pretraining1000_s1338.txt 2>&1
