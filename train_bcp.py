@@ -24,9 +24,11 @@ import torch
 from training.arguments import report_data_if_asked, require_finite_number, resolve_data_args, training_config, training_parser
 from training.schedule import lr_at
 from training.session import TrainingSession
-from utils.copy_paste import copy_paste_loss, cube_mask, paste, pseudo_labels, whole_patch_loss
+from utils.copy_paste import EmptyPseudoLabelWatch, copy_paste_loss, cube_mask, paste, pseudo_labels, whole_patch_loss
 from utils.ema import make_teacher, update_teacher
 from utils.errors import UserError, report_user_errors
+
+PSEUDO_LABEL_WATCH = 50  # self-training iterations over which the pseudo-labels' foreground is watched
 
 
 def parse_args():
@@ -76,6 +78,7 @@ def main():
 
     pretraining = args.pretrain_iterations
     half = args.labeled_bs // 2
+    empty_pseudo_labels = EmptyPseudoLabelWatch(window=PSEUDO_LABEL_WATCH)
 
     def stage_lr(iteration):  # constant while pre-training, then step decay from the stage's start
         return args.base_lr if iteration < pretraining else lr_at(iteration - pretraining, args.base_lr,
@@ -108,13 +111,21 @@ def main():
                 # One forward pass of both mixed batches (the official code makes two).
                 mixed = torch.cat([paste(labeled_a, unlabeled_a, cube), paste(unlabeled_b, labeled_b, cube)])
                 logits_labeled_outside, logits_unlabeled_outside = student_forward(mixed).split(half)
+            pseudo_foreground = torch.cat([pseudo_a, pseudo_b]).ne(0).float().mean()
+            if empty_pseudo_labels.update(pseudo_foreground, label[:args.labeled_bs].ne(0).float().mean()):
+                pseudo_share, labeled_share = empty_pseudo_labels.shares()
+                session.info(f"WARNING: over {PSEUDO_LABEL_WATCH} self-training iterations the pseudo-labels mark "
+                             f"{100 * pseudo_share:.3g} % of the unlabeled voxels foreground, the labels "
+                             f"{100 * labeled_share:.3g} % of the labeled ones: the pre-trained network finds almost "
+                             f"no foreground and self-training learns none; pre-train longer (--pretrain_iterations, "
+                             f"now {pretraining}) and validate the first stage (--val_every)")
             loss_labeled_outside = copy_paste_loss(logits_labeled_outside, label_a, pseudo_a, cube,
                                                    outside_weight=1.0, inside_weight=args.u_weight)
             loss_unlabeled_outside = copy_paste_loss(logits_unlabeled_outside, pseudo_b, label_b, cube,
                                                      outside_weight=args.u_weight, inside_weight=1.0)
             loss = loss_labeled_outside + loss_unlabeled_outside
             scalars = {"loss/total": loss, "loss/labeled_outside": loss_labeled_outside,
-                       "loss/unlabeled_outside": loss_unlabeled_outside}
+                       "loss/unlabeled_outside": loss_unlabeled_outside, "train/pseudo_foreground": pseudo_foreground}
 
         session.step(loss)
         if iteration >= pretraining:

@@ -4,6 +4,8 @@ another, and the loss that weighs each voxel by where its target comes from.
 Shapes: images ``(B, 1, X, Y, Z)``, logits ``(B, C, X, Y, Z)``, labels and masks ``(B, X, Y, Z)``
 or, for the cube, ``(X, Y, Z)`` (one cube per batch, as in the official code).
 """
+from collections import deque
+
 import torch
 import torch.nn.functional as F
 
@@ -83,3 +85,31 @@ def copy_paste_loss(logits: torch.Tensor, outside_target: torch.Tensor, inside_t
 def whole_patch_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(cross-entropy + Dice loss over every class) / 2 on the whole patch: BCP's pre-training loss."""
     return (F.cross_entropy(logits.float(), target.long()) + masked_dice_loss(logits, target)) / 2
+
+
+
+class EmptyPseudoLabelWatch:
+    """Tells, once, when over ``window`` self-training iterations the teacher's pseudo-labels
+    mark less than ``ratio`` times the foreground share of the labeled patches: the pre-trained
+    network then finds (almost) no foreground, and self-training from it learns to predict none
+    (seen on Hippocampus after a short pre-training, where a stray voxel or two remain)."""
+
+    def __init__(self, window: int, ratio: float = 0.01):
+        self.pseudo = deque(maxlen=window)
+        self.labeled = deque(maxlen=window)
+        self.ratio = ratio
+        self.told = False
+
+    def update(self, pseudo_foreground: float, labeled_foreground: float) -> bool:
+        """Add one iteration's foreground shares (of the pseudo-labels, of the ground-truth
+        labels); True the one time the last ``window`` iterations fall short."""
+        self.pseudo.append(float(pseudo_foreground))
+        self.labeled.append(float(labeled_foreground))
+        if self.told or len(self.pseudo) < self.pseudo.maxlen or sum(self.pseudo) >= self.ratio * sum(self.labeled):
+            return False
+        self.told = True
+        return True
+
+    def shares(self) -> tuple[float, float]:
+        """Mean foreground shares of the pseudo-labels and of the labeled patches over the window."""
+        return sum(self.pseudo) / len(self.pseudo), sum(self.labeled) / len(self.labeled)

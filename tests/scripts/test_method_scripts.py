@@ -62,6 +62,9 @@ def test_bcp_pretrains_then_self_trains_from_the_pretrained_network(bcp_run):
     assert [("labeled_outside" in line) for line in lines] == [False, False, True, True]
     assert log_lines(folder, "self-training from the pre-trained network of iteration 2")
     assert all("train/lr 0.01" in line for line in lines)
+    # the share of unlabeled voxels the teacher calls foreground, logged in self-training only
+    fractions = {i: float(v) for (i, name), v in scalars_csv(folder).items() if name == "train/pseudo_foreground"}
+    assert sorted(fractions) == [3, 4] and all(0.0 <= v <= 1.0 for v in fractions.values())
 
 
 @pytest.mark.parametrize("method", ["uamt", "bcp"])

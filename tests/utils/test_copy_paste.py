@@ -1,13 +1,13 @@
 """utils/copy_paste.py against hand-computed cases: the cube, the pasted images, the pseudo-labels'
-largest component and the weighted loss."""
+largest component, the weighted loss and the watch on empty pseudo-labels."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.copy_paste import (copy_paste_loss, cube_mask, masked_cross_entropy, masked_dice_loss, paste,
-                              pseudo_labels)
+from utils.copy_paste import (EmptyPseudoLabelWatch, copy_paste_loss, cube_mask, masked_cross_entropy,
+                              masked_dice_loss, paste, pseudo_labels)
 
 CPU = torch.device("cpu")
 
@@ -82,3 +82,16 @@ def test_copy_paste_loss_weighs_ground_truth_one_and_pseudo_labels_half():
     # the other direction: pseudo-labels outside (weight 0.5), ground truth inside (1)
     reverse = copy_paste_loss(logits, pseudo, truth, mask, outside_weight=0.5, inside_weight=1.0)
     assert reverse.item() != pytest.approx(loss.item())
+
+
+
+def test_the_empty_pseudo_label_watch_tells_once_when_a_window_falls_short():
+    watch = EmptyPseudoLabelWatch(window=3, ratio=0.01)
+    # labeled patches 20 % foreground; pseudo-labels: a stray voxel share (1e-4) is short, 1 % is not
+    assert [watch.update(f, 0.2) for f in (0.0, 1e-4)] == [False, False]  # window not full yet
+    assert watch.update(0.01, 0.2) is False  # mean 0.0034 >= 0.01 * 0.2
+    assert watch.update(0.0, torch.tensor(0.2)) is False  # (1e-4 + 0.01 + 0) / 3 still >= 0.002
+    assert watch.update(torch.tensor(1e-4), 0.2) is False  # (0.01 + 0 + 1e-4) / 3 = 0.0034
+    assert watch.update(0.0, 0.2) is True  # (0 + 1e-4 + 0) / 3 < 0.002: told
+    assert watch.shares() == pytest.approx((1e-4 / 3, 0.2))
+    assert [watch.update(0.0, 0.2) for _ in range(3)] == [False] * 3  # told once only
