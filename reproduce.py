@@ -27,9 +27,11 @@ Defaults: the development split (``dev_train.list``, ``dev_val.list`` beside the
 of ``train.list``'s 80, 6 and 13 of ``dev_train.list``'s 64), three seeds, the original
 6000-iteration schedule. --max_iterations M scales every method's own schedule by M / 6000:
 labeled-only, Mean Teacher and UA-MT train M iterations, BCP (2000 pre-training + 15000
-self-training, lr x0.1 every 2500) 17000 M / 6000 (its scaled flags follow --train_args).
-Finished runs
-are skipped and unfinished ones resumed, so after an interruption the same command goes on.
+self-training, lr x0.1 every 2500) 17000 M / 6000 (its scaled flags follow --train_args). A
+method's own --*_args come last and win, its schedule included (``--bcp_args
+"--pretrain_iterations 1000 --max_iterations 3500"``); the table shows each method's schedule as
+its script reads it. Finished runs are skipped and unfinished ones resumed, so after an
+interruption the same command goes on.
 A run evaluated in ``--out`` is done even without its checkpoints, so a grid can be run in
 parts on other machines (``--labelnum 13`` there, say) and finished with the results folders
 brought back; pictures whose inputs stayed elsewhere are kept as they were drawn there.
@@ -51,7 +53,7 @@ from pathlib import Path
 from dataloaders.case_lists import read_case_list
 from dataloaders.datasets import DATASETS, data_folder, root_or_default
 from dataloaders.la_heart import check_root
-from grid.results import METHODS, Run, collect, markdown_report, method_iterations, schedule_flags
+from grid.results import METHODS, Run, collect, effective_schedule, markdown_report, schedule_flags
 from training.run_folder import read_scalars, run_folder_path, write_text_atomically
 from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
 from utils.folder_lock import LOCK_FILE
@@ -111,6 +113,9 @@ def parse_args():
         except ValueError as err:  # an unbalanced quote
             raise UserError(f"--{flag} {getattr(args, flag)!r} cannot be read as flags ({err}); close the quote, "
                             f"e.g. --{flag}=\"--flag 'a value'\"") from None
+    if any(token.partition("=")[0] == "--max_iterations" for token in shlex.split(args.train_args)):
+        raise UserError("--train_args may not set --max_iterations: give the grid's length as reproduce.py's own "
+                        "--max_iterations (each method's scaled from it), or one method's in its --*_args")
     if args.out:
         require_folder_or_nothing(args.out)
     return args
@@ -166,8 +171,8 @@ def plan(args) -> list[Run]:
     for labelnum in args.labelnum:
         for seed in args.seeds:
             for method in sorted(args.methods, key=list(METHODS).index):
-                runs.append(Run(method, labelnum, seed, f"{args.grid_name}_s{seed}",
-                                method_iterations(method, args.max_iterations)))
+                schedule = effective_schedule(method, args.max_iterations, method_flags(args, method))
+                runs.append(Run(method, labelnum, seed, f"{args.grid_name}_s{seed}", int(schedule[1]), tuple(schedule)))
     return runs
 
 

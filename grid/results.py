@@ -44,10 +44,22 @@ def schedule_flags(method: str, max_iterations: int) -> list[str]:
     return [text for flag, value in METHODS[method].schedule for text in (flag, str(max(round(value * scale), 1)))]
 
 
-def method_iterations(method: str, max_iterations: int) -> int:
-    """The iterations ``method`` trains for in a grid of ``max_iterations``."""
-    flags = schedule_flags(method, max_iterations)
-    return int(flags[flags.index("--max_iterations") + 1])
+def effective_schedule(method: str, max_iterations: int, later_flags: list[str]) -> list[str]:
+    """The schedule ``method``'s training script reads in a grid of ``max_iterations``: each flag
+    of ``schedule_flags`` at its last value in ``--max_iterations <scaled>`` followed by
+    ``later_flags`` (the flags after it on the script's command line, scaled schedule included),
+    so that a method's own --*_args (``--bcp_args "--pretrain_iterations 1000"``) show."""
+    scaled = schedule_flags(method, max_iterations)
+    tokens = [*scaled[:2], *later_flags]
+    values = {}
+    for at, token in enumerate(tokens):
+        name, equals, inline = token.partition("=")
+        if name in scaled[::2] and (equals or at + 1 < len(tokens)):
+            values[name] = inline if equals else tokens[at + 1]
+    for name, value in values.items():
+        if not value.isdigit() or int(value) < 1:
+            raise UserError(f"{method}'s {name} is {value!r}: give a whole number of iterations, at least 1")
+    return [text for name in scaled[::2] for text in (name, values[name])]
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class Run:
     seed: int
     exp: str          # the training scripts' --exp
     iterations: int   # the run's --max_iterations: its last checkpoint is the one evaluated
+    schedule: tuple   # its schedule flags as the script reads them (effective_schedule)
 
     @property
     def name(self) -> str:
@@ -105,6 +118,7 @@ def collect(runs, out: Path, labelnums, train_cases: int) -> list[dict]:
                 row = {"method": method, "label": spec.label + (" (teacher)" if teacher else ""),
                        "model": "teacher" if teacher else "student", "labelnum": labelnum,
                        "iterations": chosen[0].iterations,
+                       "schedule": " ".join(chosen[0].schedule),
                        "labeled_percent": round(100 * labelnum / train_cases, 1), "seeds": list(seeds),
                        "units": next(iter(seeds.values()))["units"],
                        "per_seed": {m: [s["metrics"][m] for s in seeds.values()] for m in METRICS},
@@ -163,9 +177,8 @@ def markdown_report(header: dict, rows: list[dict], commands: list[list[str]], p
     for r in rows:
         cells = [_cell(r["mean"][m], r["std"][m], m in PERCENT) for m in METRICS]
         per_seed = ", ".join(f"{100 * d:.2f}" for d in r["per_seed"]["dice"])
-        schedule = " ".join(schedule_flags(r["method"], header["max_iterations"]))
         lines.append(f"| {r['label']} | {r['labelnum']} ({r['labeled_percent']:g} %) | {len(r['seeds'])} | "
-                     f"`{schedule}` | " + " | ".join(cells) + f" | {per_seed} | {r['empty_predictions']} |")
+                     f"`{r['schedule']}` | " + " | ".join(cells) + f" | {per_seed} | {r['empty_predictions']} |")
     for baseline in ("SUP", "MT"):
         diffs = [d for d in differences(rows, baseline) if baseline == "SUP" or d["method"] != "SUP"]
         if not diffs:

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from grid.results import Run, collect, differences, markdown_report, mean_std
+from grid.results import Run, collect, differences, effective_schedule, markdown_report, mean_std, schedule_flags
+from utils.errors import UserError
 
 
 def write_summary(folder, dice_by_class, empty=0):
@@ -17,7 +18,7 @@ def write_summary(folder, dice_by_class, empty=0):
 
 
 def test_collect_averages_classes_then_seeds(tmp_path):
-    runs = [Run(m, 5, s, f"x_s{s}", 9) for s in (1, 2, 3) for m in ("SUP", "MT")]
+    runs = [Run(m, 5, s, f"x_s{s}", 9, ("--max_iterations", "9")) for s in (1, 2, 3) for m in ("SUP", "MT")]
     values = {("SUP", 1): (0.6, 0.8), ("SUP", 2): (0.5, 0.7), ("SUP", 3): (0.7, 0.9),
               ("MT", 1): (0.7, 0.9), ("MT", 2): (0.6, 0.6), ("MT", 3): (0.8, 1.0)}
     for run in runs:
@@ -48,18 +49,28 @@ def test_mean_std_of_one_or_no_value():
 
 
 def test_each_method_trains_its_own_schedule_scaled_to_the_grid():
-    from grid.results import method_iterations, schedule_flags
     assert schedule_flags("MT", 1000) == ["--max_iterations", "1000"]
     assert schedule_flags("BCP", 6000) == ["--max_iterations", "17000", "--pretrain_iterations", "2000",
                                            "--lr_decay_every", "2500"]
     assert schedule_flags("BCP", 1000) == ["--max_iterations", "2833", "--pretrain_iterations", "333",
                                            "--lr_decay_every", "417"]
-    assert method_iterations("BCP", 1500) == 4250 and method_iterations("UAMT", 1500) == 1500
+
+
+def test_the_effective_schedule_is_each_flags_last_value():
+    scaled_rest = schedule_flags("BCP", 1500)[2:]  # what reproduce.py passes after --max_iterations
+    assert effective_schedule("BCP", 1500, ["--lr_decay_every", "625", *scaled_rest]) == [
+        "--max_iterations", "4250", "--pretrain_iterations", "500", "--lr_decay_every", "625"]  # the scaled 625 wins
+    assert effective_schedule("BCP", 1000, [*schedule_flags("BCP", 1000)[2:], "--pretrain_iterations", "1000",
+                                            "--max_iterations=3500", "--u_weight", "0.5"]) == [
+        "--max_iterations", "3500", "--pretrain_iterations", "1000", "--lr_decay_every", "417"]
+    assert effective_schedule("UAMT", 1500, ["--patch_size", "64", "64", "32"]) == ["--max_iterations", "1500"]
+    with pytest.raises(UserError, match="MT's --max_iterations is '0'"):
+        effective_schedule("MT", 1500, ["--max_iterations", "0"])
 
 
 def test_uamt_and_bcp_are_compared_with_labeled_only_and_with_mean_teacher(tmp_path):
     iterations = {"SUP": 9, "MT": 9, "UAMT": 9, "BCP": 26}
-    runs = [Run(m, 5, s, f"x_s{s}", iterations[m]) for s in (1, 2) for m in iterations]
+    runs = [Run(m, 5, s, f"x_s{s}", iterations[m], tuple(schedule_flags(m, 9))) for s in (1, 2) for m in iterations]
     dice = {"SUP": 0.6, "MT": 0.7, "UAMT": 0.72, "BCP": 0.75}
     for run in runs:
         write_summary(run.eval_dir(tmp_path, False), (dice[run.method] + 0.01 * run.seed,) * 2)

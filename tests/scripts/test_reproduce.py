@@ -123,6 +123,19 @@ def test_dry_run_prints_commands_only(grid, tmp_path):
     assert not (tmp_path / "dry").exists()
 
 
+def test_a_methods_own_schedule_flags_win_and_its_last_checkpoint_is_evaluated(grid, tmp_path):
+    """--bcp_args sets BCP's stages (the grid's 4 iterations scale to 11, pre-training 1): the
+    script is told 6 (the grid's own --max_iterations flag too), and inference evaluates
+    iteration 6, not the scaled 11."""
+    cwd, args, _, _ = grid
+    proc = ok(reproduce([*args[:-6], "--methods", "BCP", "--seeds", "7", "--bcp_args=--pretrain_iterations 2 "
+                         "--max_iterations 6", "--dry_run", "--out", tmp_path / "dry"], cwd))
+    train = next(line for line in proc.stdout.splitlines() if "train_bcp.py" in line)
+    assert "--max_iterations 6 " in train and "--max_iterations 11" not in train
+    assert train.endswith("--pretrain_iterations 2 --max_iterations 6")
+    assert "inference.py" in proc.stdout and "--iteration 6 " in proc.stdout and "--iteration 11" not in proc.stdout
+
+
 def test_a_name_ending_in_a_digit_is_kept_apart_from_the_schedule(grid):
     cwd, args, _, _ = grid
     at = args.index("--out")
@@ -218,6 +231,8 @@ def test_a_start_interrupted_before_its_first_save_is_started_again(grid):
     (["--train_args", "--exp 'unclosed"], "--train_args \"--exp 'unclosed\" cannot be read as flags (No closing "
                                           "quotation); close the quote"),
     (["--mt_args", '"--consistency 1'], "--mt_args"),
+    (["--train_args", "--max_iterations 9"], "--train_args may not set --max_iterations"),
+    (["--methods", "BCP", "--bcp_args", "--pretrain_iterations x"], "BCP's --pretrain_iterations is 'x': give a whole"),
     (["--bogus"], "error: unrecognized arguments: --bogus (see reproduce.py --help)"),
     (["--methods", "UAMTX"], "argument --methods: invalid choice: 'UAMTX'"),
 ])
