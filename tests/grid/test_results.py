@@ -58,8 +58,9 @@ def test_each_method_trains_its_own_schedule_scaled_to_the_grid():
 
 def test_the_effective_schedule_is_each_flags_last_value():
     scaled_rest = schedule_flags("BCP", 1500)[2:]  # what reproduce.py passes after --max_iterations
-    assert effective_schedule("BCP", 1500, ["--lr_decay_every", "625", *scaled_rest]) == [
-        "--max_iterations", "4250", "--pretrain_iterations", "500", "--lr_decay_every", "625"]  # the scaled 625 wins
+    # a --train_args value comes before the scaled schedule, which wins
+    assert effective_schedule("BCP", 1500, ["--lr_decay_every", "700", *scaled_rest]) == [
+        "--max_iterations", "4250", "--pretrain_iterations", "500", "--lr_decay_every", "625"]
     assert effective_schedule("BCP", 1000, [*schedule_flags("BCP", 1000)[2:], "--pretrain_iterations", "1000",
                                             "--max_iterations=3500", "--u_weight", "0.5"]) == [
         "--max_iterations", "3500", "--pretrain_iterations", "1000", "--lr_decay_every", "417"]

@@ -84,7 +84,6 @@ def test_copy_paste_loss_weighs_ground_truth_one_and_pseudo_labels_half():
     assert reverse.item() != pytest.approx(loss.item())
 
 
-
 def test_the_empty_pseudo_label_watch_tells_once_when_a_window_falls_short():
     watch = EmptyPseudoLabelWatch(window=3, ratio=0.01)
     # labeled patches 20 % foreground; pseudo-labels: a stray voxel share (1e-4) is short, 1 % is not
