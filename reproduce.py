@@ -172,7 +172,7 @@ def plan(args) -> list[Run]:
         for seed in args.seeds:
             for method in sorted(args.methods, key=list(METHODS).index):
                 schedule = effective_schedule(method, args.max_iterations, method_flags(args, method))
-                runs.append(Run(method, labelnum, seed, f"{args.grid_name}_s{seed}", int(schedule[1]), tuple(schedule)))
+                runs.append(Run(method, labelnum, seed, f"{args.grid_name}_s{seed}", tuple(schedule)))
     return runs
 
 

@@ -68,8 +68,12 @@ class Run:
     labelnum: int
     seed: int
     exp: str          # the training scripts' --exp
-    iterations: int   # the run's --max_iterations: its last checkpoint is the one evaluated
-    schedule: tuple   # its schedule flags as the script reads them (effective_schedule)
+    schedule: tuple   # its schedule flags as the script reads them (effective_schedule), --max_iterations first
+
+    @property
+    def iterations(self) -> int:
+        """The run's --max_iterations: its last checkpoint is the one evaluated."""
+        return int(self.schedule[1])
 
     @property
     def name(self) -> str:

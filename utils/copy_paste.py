@@ -87,12 +87,12 @@ def whole_patch_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return (F.cross_entropy(logits.float(), target.long()) + masked_dice_loss(logits, target)) / 2
 
 
-
 class EmptyPseudoLabelWatch:
     """Tells, once, when over ``window`` self-training iterations the teacher's pseudo-labels
     mark less than ``ratio`` times the foreground share of the labeled patches: the pre-trained
     network then finds (almost) no foreground, and self-training from it learns to predict none
-    (seen on Hippocampus after a short pre-training, where a stray voxel or two remain)."""
+    (seen on Hippocampus after a short pre-training). A share, not zero: such a network can
+    still leave a stray voxel or two (seen on data whose labels are all background)."""
 
     def __init__(self, window: int, ratio: float = 0.01):
         self.pseudo = deque(maxlen=window)
@@ -102,10 +102,13 @@ class EmptyPseudoLabelWatch:
 
     def update(self, pseudo_foreground: float, labeled_foreground: float) -> bool:
         """Add one iteration's foreground shares (of the pseudo-labels, of the ground-truth
-        labels); True the one time the last ``window`` iterations fall short."""
+        labels); True the one time the last ``window`` iterations fall short. Once told it reads
+        nothing more (no device synchronisation per iteration)."""
+        if self.told:
+            return False
         self.pseudo.append(float(pseudo_foreground))
         self.labeled.append(float(labeled_foreground))
-        if self.told or len(self.pseudo) < self.pseudo.maxlen or sum(self.pseudo) >= self.ratio * sum(self.labeled):
+        if len(self.pseudo) < self.pseudo.maxlen or sum(self.pseudo) >= self.ratio * sum(self.labeled):
             return False
         self.told = True
         return True
