@@ -67,6 +67,12 @@ def test_the_effective_schedule_is_each_flags_last_value():
     assert effective_schedule("UAMT", 1500, ["--patch_size", "64", "64", "32"]) == ["--max_iterations", "1500"]
     with pytest.raises(UserError, match="MT's --max_iterations is '0'"):
         effective_schedule("MT", 1500, ["--max_iterations", "0"])
+    # argparse accepts a shortened flag; the grid would not see it, so it refuses it
+    with pytest.raises(UserError, match="shorten --pretrain_iterations to --pretrain: write it in full"):
+        effective_schedule("BCP", 1000, ["--pretrain", "1000"])
+    with pytest.raises(UserError, match="shorten --max_iterations to --max_iter"):
+        effective_schedule("MT", 1000, ["--max_iter=200"])
+    assert effective_schedule("MT", 1000, ["--", "--max_iterations", "9"]) == ["--max_iterations", "9"]
 
 
 def test_uamt_and_bcp_are_compared_with_labeled_only_and_with_mean_teacher(tmp_path):
