@@ -117,7 +117,8 @@ def main():
                 session.info(f"WARNING: over {PSEUDO_LABEL_WATCH} self-training iterations the pseudo-labels mark "
                              f"{100 * pseudo_share:.3g} % of the unlabeled voxels foreground, the labels "
                              f"{100 * labeled_share:.3g} % of the labeled ones: the pre-trained network finds almost "
-                             f"no foreground and self-training learns none; pre-train longer (--pretrain_iterations, "
+                             f"no foreground, so the unlabeled voxels teach background until it does; if "
+                             f"train/pseudo_foreground stays near 0, pre-train longer (--pretrain_iterations, "
                              f"now {pretraining}) and validate the first stage (--val_every)")
             loss_labeled_outside = copy_paste_loss(logits_labeled_outside, label_a, pseudo_a, cube,
                                                    outside_weight=1.0, inside_weight=args.u_weight)

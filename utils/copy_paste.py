@@ -90,9 +90,10 @@ def whole_patch_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 class EmptyPseudoLabelWatch:
     """Tells, once, when over ``window`` self-training iterations the teacher's pseudo-labels
     mark less than ``ratio`` times the foreground share of the labeled patches: the pre-trained
-    network then finds (almost) no foreground, and self-training from it learns to predict none
-    (seen on Hippocampus after a short pre-training). A share, not zero: such a network can
-    still leave a stray voxel or two (seen on data whose labels are all background)."""
+    network then finds (almost) no foreground, and the unlabeled voxels teach background until it
+    does (on Hippocampus, after short first stages, for 200 to 700 self-training iterations
+    before the runs recovered). A share, not zero: such a network can still leave a stray voxel
+    or two (seen on data whose labels are all background)."""
 
     def __init__(self, window: int, ratio: float = 0.01):
         self.pseudo = deque(maxlen=window)
