@@ -56,7 +56,8 @@ def effective_schedule(method: str, max_iterations: int, later_flags: list[str])
         name, equals, inline = token.partition("=")
         # argparse would take "--max_iter" as --max_iterations; a grid that misread it would
         # evaluate a checkpoint the run never wrote
-        shortened = [flag for flag in scaled[::2] if len(name) > 2 and name.startswith("--") and flag.startswith(name) and flag != name]
+        shortened = [flag for flag in scaled[::2]
+                     if len(name) > 2 and name.startswith("--") and flag.startswith(name) and flag != name]
         if shortened:
             raise UserError(f"{method}'s flags shorten {shortened[0]} to {name}: write it in full, the grid reads it by name")
         if name in scaled[::2] and (equals or at + 1 < len(tokens)):
