@@ -34,7 +34,10 @@ its script reads it. Finished runs are skipped and unfinished ones resumed, so a
 interruption the same command goes on.
 A run evaluated in ``--out`` is done even without its checkpoints, so a grid can be run in
 parts on other machines (``--labelnum 13`` there, say) and finished with the results folders
-brought back; pictures whose inputs stayed elsewhere are kept as they were drawn there.
+brought back; pictures whose inputs stayed elsewhere are kept as they were drawn there. A call
+that names only part of the grid tabulated in ``--out`` (``--seeds 1339``, say) writes its table
+and pictures as ``results_{methods}_{labelnums}_s{seeds}.md`` and so on, and leaves the larger
+``results.md`` as it is.
 No checkpoint is ever chosen: the validation Dice of the curves (on ``--val_list``, by default
 the evaluation cases unless they are test cases, which training never validates on) is only
 drawn.
@@ -383,28 +386,51 @@ def main():
         return
 
     results = collect(runs, args.out, args.labelnum, args.train_cases)
+    stem = results_stem(args.out, runs, args.methods, args.labelnum, args.seeds)
     header = {"dataset": args.dataset_name, "train_list": args.train_list, "eval_list": args.eval_list,
               "val_list": args.val_list,
               "max_iterations": args.max_iterations, "seeds": args.seeds,
               "command": shlex.join(shown([sys.executable, str(Path(sys.argv[0]).resolve()), *sys.argv[1:]]))}
-    (args.out / "results.json").write_text(json.dumps({**header, "rows": results}, indent=2))
-    pictures = draw_pictures(args, runs)
-    (args.out / "results.md").write_text(markdown_report(header, results, commands, pictures))
-    print((args.out / "results.md").read_text().split("\n## Commands")[0])
+    (args.out / f"{stem}.json").write_text(json.dumps({**header, "rows": results}, indent=2))
+    pictures = draw_pictures(args, runs, suffix=stem.removeprefix("results"))
+    (args.out / f"{stem}.md").write_text(markdown_report(header, results, commands, pictures))
+    print((args.out / f"{stem}.md").read_text().split("\n## Commands")[0])
+    if stem != "results":
+        print(f"{stem}.md: this call's part of the grid; results.md, which covers runs this call does not, "
+              f"is kept as it is (the full command rewrites it)")
     print(f"written to {args.out}")
 
 
-def draw_pictures(args, runs: list[Run]) -> list[str]:
-    """curves.png and comparison_N.png (with matplotlib; skipped with a note without it). A
-    picture whose inputs are not all here (scalars of some run, checkpoints of a pair) is
-    kept as it is when it exists: it was drawn where they were."""
+def results_stem(out: Path, runs: list[Run], methods, labelnums, seeds) -> str:
+    """'results', unless --out already holds the table of runs this call does not name (the
+    call is a part of the grid: --seeds 1339, say). Then this call's table and pictures get a
+    name of their own, so that a smaller table never replaces a larger one."""
+    earlier = out / "results.json"
+    if not earlier.is_file():
+        return "results"
+    try:
+        covered = {(row["method"], row["labelnum"], seed) for row in json.loads(earlier.read_text())["rows"]
+                   for seed in row["seeds"]}
+    except (ValueError, KeyError, TypeError):  # unreadable: keep it, it may be all there is of a grid
+        covered = None
+    if covered is not None and covered <= {(run.method, run.labelnum, run.seed) for run in runs}:
+        return "results"
+    return "_".join(["results", "-".join(methods), "-".join(map(str, labelnums)),
+                     "s" + "-".join(map(str, seeds))])
+
+
+def draw_pictures(args, runs: list[Run], suffix: str = "") -> list[str]:
+    """curves.png and comparison_N.png, their names with the results table's suffix (with
+    matplotlib; skipped with a note without it). A picture whose inputs are not all here
+    (scalars of some run, checkpoints of a pair) is kept as it is when it exists: it was drawn
+    where they were."""
     try:
         from grid import plots
     except ImportError as err:
         print(f"no pictures: {err} (pip install matplotlib)")
         return []
     names = []
-    curves_path = args.out / "curves.png"
+    curves_path = args.out / f"curves{suffix}.png"
     scalars = {r: args.out / "scalars" / f"{r.name}.csv.gz" for r in runs}
     if all(path.is_file() for path in scalars.values()) or not curves_path.is_file():
         curves = {r: read_scalars(path) for r, path in scalars.items() if path.is_file()}
@@ -416,7 +442,7 @@ def draw_pictures(args, runs: list[Run]) -> list[str]:
     if len(args.methods) > 1:
         cases = read_case_list(args.eval_list)[:args.figure_cases]
         for labelnum in args.labelnum:
-            path = args.out / f"comparison_{labelnum}.png"
+            path = args.out / f"comparison{suffix}_{labelnum}.png"
             pair = [r for r in runs if r.labelnum == labelnum and r.seed == args.seeds[0]]  # in METHODS' order
             models = [(METHODS[r.method].label, run_folder_path(args.dataset_name, r.exp, labelnum, r.method)
                        / f"iter_{r.iterations}.pth", r.eval_dir(args.out, teacher=False)) for r in pair]

@@ -115,6 +115,26 @@ def test_a_results_folder_alone_continues_the_grid(grid, tmp_path):
     assert all(row["seeds"] == [1, 2, 3] for row in rows)
 
 
+def test_a_part_of_the_grid_never_replaces_the_whole_table(grid):
+    """A call naming one seed of one method, in a folder whose results.md covers the grid,
+    writes its own table and curves beside it. Before: its one-run table replaced the grid's."""
+    cwd, args, _, out = grid
+    part = cwd / "res_part"
+    shutil.copytree(out, part)
+    whole = {name: (part / name).read_bytes() for name in ("results.md", "results.json", "curves.png")}
+    proc = ok(reproduce([*args, "--out", "res_part", "--seeds", "2", "--methods", "MT"], cwd))
+    assert "results_MT_2_s2.md: this call's part of the grid; results.md" in proc.stdout
+    assert {name: (part / name).read_bytes() for name in whole} == whole
+    rows = json.loads((part / "results_MT_2_s2.json").read_text())["rows"]
+    assert [(r["method"], r["model"], r["seeds"]) for r in rows] == [("MT", "student", [2]), ("MT", "teacher", [2])]
+    assert "![curves_MT_2_s2.png](curves_MT_2_s2.png)" in (part / "results_MT_2_s2.md").read_text()
+    assert (part / "curves_MT_2_s2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the whole grid again: results.md is its table, as before
+    again = ok(reproduce([*args, "--out", "res_part"], cwd))
+    assert "this call's part" not in again.stdout
+    assert json.loads((part / "results.json").read_text())["rows"] == json.loads(whole["results.json"])["rows"]
+
+
 def test_dry_run_prints_commands_only(grid, tmp_path):
     cwd, args, _, _ = grid
     proc = ok(reproduce([*args[:-6], "--seeds", "7", "--dry_run", "--out", tmp_path / "dry"], cwd))
