@@ -391,9 +391,10 @@ def main():
               "val_list": args.val_list,
               "max_iterations": args.max_iterations, "seeds": args.seeds,
               "command": shlex.join(shown([sys.executable, str(Path(sys.argv[0]).resolve()), *sys.argv[1:]]))}
-    (args.out / f"{stem}.json").write_text(json.dumps({**header, "rows": results}, indent=2))
+    # atomic: the next call reads results.json to tell whether it covers this table
+    write_text_atomically(args.out / f"{stem}.json", json.dumps({**header, "rows": results}, indent=2))
     pictures = draw_pictures(args, runs, suffix=stem.removeprefix("results"))
-    (args.out / f"{stem}.md").write_text(markdown_report(header, results, commands, pictures))
+    write_text_atomically(args.out / f"{stem}.md", markdown_report(header, results, commands, pictures))
     print((args.out / f"{stem}.md").read_text().split("\n## Commands")[0])
     if stem != "results":
         print(f"{stem}.md: this call's part of the grid; results.md, which covers runs this call does not, "
