@@ -37,7 +37,7 @@ parts on other machines (``--labelnum 13`` there, say) and finished with the res
 brought back; pictures whose inputs stayed elsewhere are kept as they were drawn there. A call
 that names only part of the grid tabulated in ``--out`` (``--seeds 1339``, say) writes its table
 and pictures as ``results_{methods}_{labelnums}_s{seeds}.md`` and so on, and leaves the larger
-``results.md`` as it is.
+``results.md`` as it is (every call does so while ``results.json`` cannot be read).
 No checkpoint is ever chosen: the validation Dice of the curves (on ``--val_list``, by default
 the evaluation cases unless they are test cases, which training never validates on) is only
 drawn.
@@ -396,7 +396,10 @@ def main():
     pictures = draw_pictures(args, runs, suffix=stem.removeprefix("results"))
     write_text_atomically(args.out / f"{stem}.md", markdown_report(header, results, commands, pictures))
     print((args.out / f"{stem}.md").read_text().split("\n## Commands")[0])
-    if stem != "results":
+    if stem != "results" and tabulated_runs(args.out) is None:
+        print(f"{stem}.md: results.json in {args.out} is unreadable, so results.md is kept as it is; "
+              f"move both aside for a call to write results.md")
+    elif stem != "results":
         print(f"{stem}.md: this call's part of the grid; results.md, which covers runs this call does not, "
               f"is kept as it is (the full command rewrites it)")
     print(f"written to {args.out}")
@@ -406,18 +409,22 @@ def results_stem(out: Path, runs: list[Run], methods, labelnums, seeds) -> str:
     """'results', unless --out already holds the table of runs this call does not name (the
     call is a part of the grid: --seeds 1339, say). Then this call's table and pictures get a
     name of their own, so that a smaller table never replaces a larger one."""
-    earlier = out / "results.json"
-    if not earlier.is_file():
+    if not (out / "results.json").is_file():
         return "results"
-    try:
-        covered = {(row["method"], row["labelnum"], seed) for row in json.loads(earlier.read_text())["rows"]
-                   for seed in row["seeds"]}
-    except (ValueError, KeyError, TypeError):  # unreadable: keep it, it may be all there is of a grid
-        covered = None
+    covered = tabulated_runs(out)  # None when unreadable: keep it, it may be all there is of a grid
     if covered is not None and covered <= {(run.method, run.labelnum, run.seed) for run in runs}:
         return "results"
     return "_".join(["results", "-".join(methods), "-".join(map(str, labelnums)),
                      "s" + "-".join(map(str, seeds))])
+
+
+def tabulated_runs(out: Path) -> set | None:
+    """The (method, labelnum, seed) of each run in --out's results.json; None if it cannot be read."""
+    try:
+        return {(row["method"], row["labelnum"], seed) for row in json.loads((out / "results.json").read_text())["rows"]
+                for seed in row["seeds"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def draw_pictures(args, runs: list[Run], suffix: str = "") -> list[str]:

@@ -135,6 +135,21 @@ def test_a_part_of_the_grid_never_replaces_the_whole_table(grid):
     assert json.loads((part / "results.json").read_text())["rows"] == json.loads(whole["results.json"])["rows"]
 
 
+def test_an_unreadable_results_json_is_kept_and_said_so(grid):
+    """A results.json cut short (a full disk, say) cannot tell which runs results.md covers: even
+    the whole grid's call then writes a table of its own name and says what to move aside."""
+    cwd, args, _, out = grid
+    cut = cwd / "res_cut"
+    shutil.copytree(out, cut)
+    text = (cut / "results.json").read_text()
+    (cut / "results.json").write_text(text[: len(text) // 2])
+    kept = {name: (cut / name).read_bytes() for name in ("results.md", "results.json")}
+    proc = ok(reproduce([*args, "--out", "res_cut"], cwd))
+    assert "results.json in" in proc.stdout and "is unreadable" in proc.stdout and "move both aside" in proc.stdout
+    assert "the full command rewrites it" not in proc.stdout
+    assert {name: (cut / name).read_bytes() for name in kept} == kept
+    assert list(cut.glob("results_*.md"))
+
 def test_dry_run_prints_commands_only(grid, tmp_path):
     cwd, args, _, _ = grid
     proc = ok(reproduce([*args[:-6], "--seeds", "7", "--dry_run", "--out", tmp_path / "dry"], cwd))
