@@ -386,7 +386,8 @@ def main():
         return
 
     results = collect(runs, args.out, args.labelnum, args.train_cases)
-    stem = results_stem(args.out, runs, args.methods, args.labelnum, args.seeds)
+    covered = tabulated_runs(args.out)
+    stem = results_stem(covered, runs, args.methods, args.labelnum, args.seeds)
     header = {"dataset": args.dataset_name, "train_list": args.train_list, "eval_list": args.eval_list,
               "val_list": args.val_list,
               "max_iterations": args.max_iterations, "seeds": args.seeds,
@@ -396,7 +397,7 @@ def main():
     pictures = draw_pictures(args, runs, suffix=stem.removeprefix("results"))
     write_text_atomically(args.out / f"{stem}.md", markdown_report(header, results, commands, pictures))
     print((args.out / f"{stem}.md").read_text().split("\n## Commands")[0])
-    if stem != "results" and tabulated_runs(args.out) is None:
+    if stem != "results" and covered is None:
         print(f"{stem}.md: results.json in {args.out} is unreadable, so results.md is kept as it is; "
               f"move both aside for a call to write results.md")
     elif stem != "results":
@@ -405,13 +406,11 @@ def main():
     print(f"written to {args.out}")
 
 
-def results_stem(out: Path, runs: list[Run], methods, labelnums, seeds) -> str:
+def results_stem(covered: set | None, runs: list[Run], methods, labelnums, seeds) -> str:
     """'results', unless --out already holds the table of runs this call does not name (the
     call is a part of the grid: --seeds 1339, say). Then this call's table and pictures get a
     name of their own, so that a smaller table never replaces a larger one."""
-    if not (out / "results.json").is_file():
-        return "results"
-    covered = tabulated_runs(out)  # None when unreadable: keep it, it may be all there is of a grid
+    # covered is None when results.json is unreadable: keep it, it may be all there is of a grid
     if covered is not None and covered <= {(run.method, run.labelnum, run.seed) for run in runs}:
         return "results"
     return "_".join(["results", "-".join(methods), "-".join(map(str, labelnums)),
@@ -419,7 +418,10 @@ def results_stem(out: Path, runs: list[Run], methods, labelnums, seeds) -> str:
 
 
 def tabulated_runs(out: Path) -> set | None:
-    """The (method, labelnum, seed) of each run in --out's results.json; None if it cannot be read."""
+    """The (method, labelnum, seed) of each run in --out's results.json (none without one); None
+    if it cannot be read."""
+    if not (out / "results.json").is_file():
+        return set()
     try:
         return {(row["method"], row["labelnum"], seed) for row in json.loads((out / "results.json").read_text())["rows"]
                 for seed in row["seeds"]}

@@ -150,6 +150,7 @@ def test_an_unreadable_results_json_is_kept_and_said_so(grid):
     assert {name: (cut / name).read_bytes() for name in kept} == kept
     assert list(cut.glob("results_*.md"))
 
+
 def test_dry_run_prints_commands_only(grid, tmp_path):
     cwd, args, _, _ = grid
     proc = ok(reproduce([*args[:-6], "--seeds", "7", "--dry_run", "--out", tmp_path / "dry"], cwd))
