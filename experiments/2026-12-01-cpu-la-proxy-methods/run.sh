@@ -24,8 +24,17 @@ if [ "${1:-}" = collect ]; then                 # the evaluations, console logs 
     [ -d "$OUT/$part" ] && mkdir -p "$HERE/LA_half_methods1500/$part" && cp -r "$OUT/$part/." "$HERE/LA_half_methods1500/$part/"
   done
   cp "$GRIDS/la/grid_console.txt" "$HERE/grid_console.txt"
-  for file in results.md results.json curves.png; do [ -f "$OUT/$file" ] && cp "$OUT/$file" "$HERE/"; done
-  echo "copied $OUT into $HERE"
+  # The grid's pinned code rewrites results.md on a part-of-the-grid call too; such a table
+  # (fewer seeds, methods or rows than the committed one) must not replace it.
+  if python -c 'import json, sys
+new, old = (json.load(open(path)) for path in sys.argv[1:])
+rows = lambda table: {(row["method"], row["labelnum"]) for row in table["rows"]}
+sys.exit(not (len(new["seeds"]) == 3 and rows(new) >= rows(old)))' "$OUT/results.json" "$HERE/results.json" 2>/dev/null; then
+    for file in results.md results.json curves.png; do [ -f "$OUT/$file" ] && cp "$OUT/$file" "$HERE/"; done
+    echo "copied $OUT into $HERE"
+  else
+    echo "copied the runs of $OUT into $HERE, not its results.md: it tabulates part of the grid (run the plain run.sh first)"
+  fi
   exit 0
 fi
 
