@@ -25,11 +25,10 @@ if [ "${1:-}" = collect ]; then                 # the evaluations, console logs 
   done
   cp "$GRIDS/la/grid_console.txt" "$HERE/grid_console.txt"
   # The grid's pinned code rewrites results.md on a part-of-the-grid call too; such a table
-  # (fewer seeds, methods or rows than the committed one) must not replace it.
-  if python -c 'import json, sys
-new, old = (json.load(open(path)) for path in sys.argv[1:])
-rows = lambda table: {(row["method"], row["labelnum"]) for row in table["rows"]}
-sys.exit(not (len(new["seeds"]) == 3 and rows(new) >= rows(old)))' "$OUT/results.json" "$HERE/results.json" 2>/dev/null; then
+  # (not every (method, labelnum, seed) of the committed one) must not replace it.
+  if python -c 'import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from reproduce import tabulated_runs
+new, old = (tabulated_runs(Path(folder)) for folder in sys.argv[2:])
+sys.exit(not (new and old is not None and new >= old))' "$REPO" "$OUT" "$HERE"; then
     for file in results.md results.json curves.png; do [ -f "$OUT/$file" ] && cp "$OUT/$file" "$HERE/"; done
     echo "copied $OUT into $HERE"
   else
