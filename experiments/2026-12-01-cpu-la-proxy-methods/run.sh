@@ -23,13 +23,18 @@ if [ "${1:-}" = collect ]; then                 # the evaluations, console logs 
   for part in eval logs scalars; do
     [ -d "$OUT/$part" ] && mkdir -p "$HERE/LA_half_methods1500/$part" && cp -r "$OUT/$part/." "$HERE/LA_half_methods1500/$part/"
   done
+  # An evaluation running meanwhile has its lock and staging folder there: not results, and
+  # seeded back into $OUT by the next run.sh they would outlive it.
+  find "$HERE/LA_half_methods1500" \( -name .lock -o -name .incomplete \) -prune -exec rm -rf {} +
   cp "$GRIDS/la/grid_console.txt" "$HERE/grid_console.txt"
   # The grid's pinned code rewrites results.md on a part-of-the-grid call too; such a table
   # (not every (method, labelnum, seed) of the committed one) must not replace it.
   if python -c 'import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from reproduce import tabulated_runs
 new, old = (tabulated_runs(Path(folder)) for folder in sys.argv[2:])
 sys.exit(not (new and old is not None and new >= old))' "$REPO" "$OUT" "$HERE"; then
-    for file in results.md results.json curves.png; do [ -f "$OUT/$file" ] && cp "$OUT/$file" "$HERE/"; done
+    for file in "$OUT"/results.md "$OUT"/results.json "$OUT"/curves.png "$OUT"/comparison_*.png; do
+      if [ -f "$file" ]; then cp "$file" "$HERE/"; fi
+    done
     echo "copied $OUT into $HERE"
   else
     echo "copied the runs of $OUT into $HERE, not its results.md: it tabulates part of the grid (run the plain run.sh first)"
