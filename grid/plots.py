@@ -118,8 +118,9 @@ def comparison_figure(models: list[tuple[str, Path, Path]], *, root, case_ids: l
         preds = [keep_largest_component_per_class(p, data.num_classes) if lcc else p  # as the Dice shown was scored
                  for p, lcc in zip(preds, largest_component)]
         slices = fullest_slices(label, preds[0])
-        scores = [f"{name} {100 * d[case_id]:.1f}" for (name, _, _), d in zip(models, dice)]
-        scores = ",\n".join(", ".join(scores[i:i + 2]) for i in range(0, len(scores), 2))  # two a line: fits a panel
+        model_scores = [f"{name} {100 * d[case_id]:.1f}" for (name, _, _), d in zip(models, dice)]
+        scores = ",\n".join(", ".join(model_scores[i:i + 2])  # two a line: four methods fit above a panel
+                              for i in range(0, len(model_scores), 2))
         for ax, axis, view in zip(row, (2, 1), ("axial", "coronal")):
             ax.imshow(slice_view(image, axis, slices[axis]), cmap="gray")
             for (colour, _), mask in zip(outlines, (label, *preds)):
