@@ -37,17 +37,16 @@ from tqdm import tqdm
 
 from dataloaders.case_lists import read_case_list
 from dataloaders.check_data import check_cases
-from dataloaders.datasets import data_folder, dataset_defaults
+from dataloaders.datasets import DATASETS, dataset_label
 from dataloaders.la_heart import check_root
 from dataloaders.resampling import differs, prediction_tolerance
 from evaluation.cases import check_overlap, training_cases
 from evaluation.output_folder import EvaluationFolder
 from evaluation.outputs import Log, json_ready, save_nifti
-from evaluation.predictor import Predictor, check_window_settings
+from evaluation.predictor import Predictor, check_window_settings, default_window, network_strides, trained_data
 from evaluation.report import summarize, table
 from training.run_folder import find_run_folder, run_checkpoint
-from utils.checkpoint import (load_checkpoint, trained_normalization, trained_patch_size, trained_resampled,
-                              trained_spacing)
+from utils.checkpoint import load_checkpoint, trained_settings
 from utils.device import precision_text, runtime_versions, select_device
 from utils.distributed import ranks_from_environment
 from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
@@ -62,7 +61,8 @@ VOXEL_SIZE_MM = {"LA": (0.625, 0.625, 0.625)}
 def parse_args():
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # errors in one line
     data = p.add_argument_group("data and run folder (the training scripts' flags)")
-    data.add_argument("--dataset_name", default="LA")
+    data.add_argument("--dataset_name", default=None,
+                      help="the run folder's dataset (default: LA, or an MSD --root_path's folder name)")
     data.add_argument("--root_path", default=None,
                       help="folder of case sub-folders (h5), or an MSD folder with dataset.json (default: the dataset's)")
     data.add_argument("--test_list", default=None,
@@ -81,8 +81,9 @@ def parse_args():
     sw = p.add_argument_group("sliding window")
     sw.add_argument("--patch_size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                     help="window size in voxels (default: the patch the checkpoint was trained on)")
-    sw.add_argument("--stride_xy", type=int, default=None, help="window step along X and Y, voxels (LA: 18)")
-    sw.add_argument("--stride_z", type=int, default=None, help="window step along Z, voxels (LA: 4)")
+    sw.add_argument("--stride_xy", type=int, default=None,
+                    help="window step along X and Y, voxels (default: the run's, its plan's or dataset's; LA: 18)")
+    sw.add_argument("--stride_z", type=int, default=None, help="window step along Z, voxels (default: the run's; LA: 4)")
     sw.add_argument("--sw_batch", type=int, default=8, help="windows per forward pass")
     sw.add_argument("--amp", type=int, default=None,
                     help="1: bf16/fp16 autocast on CUDA, bf16 on CPUs with bf16 units; 0: fp32 "
@@ -103,10 +104,10 @@ def parse_args():
     return p.parse_args()
 
 
-def check_args(args, patch_size) -> None:
+def check_args(args, patch_size, strides) -> None:
     """Flags that cannot work, each reported as one line before any case is read
-    (``args.stride_xy``/``stride_z`` already resolved to the dataset's defaults)."""
-    check_window_settings(patch_size, args.stride_xy, args.stride_z, args.sw_batch)
+    (``args.stride_xy``/``stride_z`` already resolved to the run's; ``strides``: the VNet's)."""
+    check_window_settings(patch_size, args.stride_xy, args.stride_z, args.sw_batch, strides)
     if args.spacing is not None and not all(math.isfinite(s) and s > 0 for s in args.spacing):
         raise UserError(f"--spacing must be three positive numbers (mm), got {args.spacing}")
 
@@ -119,8 +120,8 @@ def find_checkpoint(args) -> Path:
         raise UserError("give either --iteration or --use_best, not both")
     if args.checkpoint:
         return Path(args.checkpoint)
-    return run_checkpoint(find_run_folder(args.dataset_name, args.exp, args.labelnum, args.model),
-                          args.iteration, best=args.use_best)
+    return run_checkpoint(find_run_folder(dataset_label(args.dataset_name, args.root_path), args.exp, args.labelnum,
+                                          args.model), args.iteration, best=args.use_best)
 
 
 def default_out(args, path: Path) -> Path:
@@ -140,7 +141,7 @@ def voxel_size(args, data, case_id) -> tuple:
         return tuple(args.spacing)
     if data.has_spacing:
         return tuple(data.spacing(case_id))
-    return VOXEL_SIZE_MM.get(args.dataset_name, (1.0, 1.0, 1.0))
+    return VOXEL_SIZE_MM.get(dataset_label(args.dataset_name, args.root_path), (1.0, 1.0, 1.0))
 
 
 def nifti_voxel_size_note(args, data):
@@ -149,19 +150,30 @@ def nifti_voxel_size_note(args, data):
         return list(args.spacing)
     if data.has_spacing:
         return "each case's image header"
-    return list(VOXEL_SIZE_MM.get(args.dataset_name, (1.0, 1.0, 1.0)))
+    return list(VOXEL_SIZE_MM.get(dataset_label(args.dataset_name, args.root_path), (1.0, 1.0, 1.0)))
 
 
-def resolve_data(args, trained_patch=None) -> tuple:
-    """The patch (the flag's, else ``trained_patch``, the one the checkpoint was trained on,
-    else the dataset's), the strides and the folder, where the flags leave them open; returns
-    (patch_size, the data folder)."""
-    defaults = dataset_defaults(args.dataset_name)
-    patch_size = tuple(args.patch_size or trained_patch or defaults.patch_size)
-    args.stride_xy = defaults.stride_xy if args.stride_xy is None else args.stride_xy
-    args.stride_z = defaults.stride_z if args.stride_z is None else args.stride_z
-    root = check_root(args.root_path or defaults.root_path)
-    return patch_size, data_folder(root)  # the h5 layout or an MSD folder
+def resolve_data(args, checkpoint: dict) -> tuple:
+    """The window (the flags', else the checkpoint's run's: ``default_window``) and the data
+    folder (--root_path, else the named dataset's), its images read as the run read its own;
+    returns (patch_size, the data folder) and sets ``args.stride_xy``/``stride_z``."""
+    settings = trained_settings(checkpoint)
+    patch_size, args.stride_xy, args.stride_z = default_window(checkpoint, args.patch_size, args.stride_xy,
+                                                               args.stride_z)
+    dataset = DATASETS.get(args.dataset_name or settings.dataset_name)
+    if args.root_path is None and dataset is None:
+        raise UserError(f"the checkpoint was trained on {settings.dataset_name or 'data'} that is not a named dataset; "
+                        "pass its folder with --root_path")
+    root = check_root(args.root_path or dataset.root_path)
+    return patch_size, trained_data(settings, root)  # the h5 layout or an MSD folder
+
+
+def images_text(data) -> str:
+    """How the images are normalised, for the log."""
+    if data.intensity and data.intensity.get("scheme") == "ct":
+        return "images clipped to {lower:.1f}..{upper:.1f} and z-scored with {mean:.1f}/{std:.1f} (CT plan)".format(
+            **data.intensity)
+    return "images z-scored per case" if data.kind == "msd" or data.normalize == "case" else "images as stored"
 
 
 @report_user_errors
@@ -169,8 +181,8 @@ def main():
     args = parse_args()
     path = find_checkpoint(args)
     checkpoint = load_checkpoint(path, map_location="cpu")
-    patch_size, data = resolve_data(args, trained_patch=trained_patch_size(checkpoint))
-    check_args(args, patch_size)
+    patch_size, data = resolve_data(args, checkpoint)
+    check_args(args, patch_size, network_strides(checkpoint))
     num_classes = data.num_classes
     test_list = str(data.list_file(args.test_list) if args.test_list else data.lists_dir / "test.list")
     case_ids = read_case_list(test_list)
@@ -190,11 +202,11 @@ def main():
                           patch_size=patch_size, stride_xy=args.stride_xy, stride_z=args.stride_z,
                           sw_batch=args.sw_batch, amp=args.amp, channels_last=bool(args.channels_last), lcc=args.lcc,
                           sliding_window=sliding_window_predict)
-    normalize = trained_normalization(checkpoint)
+    settings = trained_settings(checkpoint)
+    normalize = settings.normalize
     # a network trained at one voxel size (MSD cases resampled to it) predicts each case there
-    trained_at = trained_spacing(checkpoint) if data.has_spacing else None
-    tolerance = prediction_tolerance(trained_resampled(checkpoint))
-    data = data_folder(data.root, normalize)  # the images as the run saw them in training
+    trained_at = settings.spacing if data.has_spacing else None
+    tolerance = prediction_tolerance(settings.resampled)
     iteration = checkpoint.get("iteration")
     del checkpoint  # the optimizer state is not needed
     autocast = predictor.amp_dtype
@@ -213,7 +225,7 @@ def main():
             f"{precision_text(device, args.amp)}{', channels_last_3d' if args.channels_last else ''}, "
             f"patch {patch_size}, "
             f"strides {args.stride_xy}/{args.stride_z}, lcc {'on' if args.lcc else 'off'}, "
-            f"{'images z-scored per case' if normalize == 'case' else 'images as stored'}"
+            f"{images_text(data)}"
             + (f", cases split over {ranks.world_size} processes" if ranks.distributed else ""))
         log(f"overlap with the training cases not checked: {trained_source}" if overlap is None else
             f"trained on {trained_source}: {len(overlap)} of them among the test cases")
@@ -276,7 +288,7 @@ def main():
             writer.writerows(rows)
         case_rows = rows[::num_classes - 1]  # one row per case for the timings
         summary = {"checkpoint": str(path), "iteration": iteration, "model": "teacher" if args.teacher else "student",
-                   "lcc": args.lcc, "normalize": normalize, "units": "mm" if args.spacing else "voxels",
+                   "lcc": args.lcc, "normalize": normalize, "intensity": data.intensity, "units": "mm" if args.spacing else "voxels",
                    "cases": len(case_ids),
                    "patch_size": list(patch_size), "stride_xy": args.stride_xy, "stride_z": args.stride_z,
                    "autocast": str(autocast).replace("torch.", "") if autocast else None,

@@ -20,7 +20,8 @@ already there is skipped with a line saying so (rerun after a stop to do the res
 ``--overwrite``. Every file is written under a temporary name and renamed when complete.
 
 Each scan is read as the checkpoint's run read its images: z-scored on its own (``--normalize
-case``, MSD runs, or any NIfTI/NRRD/MHA scan), or as stored (an h5 of a ``--normalize none``
+case``, MSD runs, or any NIfTI/NRRD/MHA scan), clipped and z-scored with the training
+foreground's statistics (a run whose plan said CT), or as stored (an h5 of a ``--normalize none``
 run, whose values were z-scored over the whole raw scan before cropping). Then a scan whose
 voxel size differs on an axis from the one the checkpoint was trained at by more than training
 allowed its own cases (10 %, or 1 % where training resampled them) is resampled to it
@@ -45,13 +46,12 @@ import numpy as np
 from tqdm import tqdm
 
 from dataloaders.la_heart import zscore_finite
-from dataloaders.msd import zscore as zscore_msd
+from dataloaders.msd import normalize_intensities
 from dataloaders.resampling import differs, prediction_tolerance
-from evaluation.predictor import Predictor, check_window_settings, default_window
+from evaluation.predictor import Predictor, check_window_settings, default_window, network_strides
 from evaluation.scans import case_name, list_scans, read_scan, write_probabilities, write_segmentation
 from training.run_folder import find_run_folder, run_checkpoint
-from utils.checkpoint import (load_checkpoint, trained_data_kind, trained_normalization, trained_resampled,
-                              trained_spacing)
+from utils.checkpoint import TrainedSettings, load_checkpoint, trained_settings
 from utils.device import select_device
 from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
 
@@ -114,31 +114,40 @@ def plan_outputs(scans: list[Path], out: Path, save_prob: bool) -> list[list[Pat
     return plans
 
 
-def input_rule(checkpoint: dict) -> str:
-    """How scans are normalised for this checkpoint: "msd" (as MSD training: z-scored),
-    "case" (z-scored per scan) or "none" (h5 values as stored, other scans z-scored)."""
-    return "msd" if trained_data_kind(checkpoint) == "msd" else trained_normalization(checkpoint)
+def input_rule(settings: TrainedSettings) -> str:
+    """How scans are normalised for this checkpoint: "msd" (as MSD training: z-scored, or the
+    CT plan's clip and z-score), "case" (z-scored per scan) or "none" (h5 values as stored,
+    other scans z-scored)."""
+    return "msd" if settings.data_kind == "msd" else settings.normalize
 
 
-def normalized(voxels: np.ndarray, path: Path, rule: str) -> np.ndarray:
+def normalized(voxels: np.ndarray, path: Path, rule: str, intensity: dict | None = None) -> np.ndarray:
     """The scan's (X, Y, Z) float32 voxels as the checkpoint's run saw its images (see
     ``input_rule``): z-scored over the whole volume (mean and std in float64, float32 out) by
-    the training readers' own functions, so an h5 case and its NIfTI copy give the same voxels.
-    A constant scan is a ``UserError``: there is nothing to segment."""
+    the training readers' own functions, so an h5 case and its NIfTI copy give the same voxels;
+    for an MSD run, normalised by its plan's ``intensity`` (CT). A scan holding NaN or infinite
+    voxels, or a constant scan, is a ``UserError``: training refuses the one, and there is
+    nothing to segment in the other."""
+    non_finite = int(voxels.size - np.count_nonzero(np.isfinite(voxels)))
+    if non_finite:
+        raise UserError(f"{path}: {non_finite} voxel(s) are NaN or infinite; training refuses such images, so fix "
+                        "or replace the scan")
     if voxels.size and voxels.min() == voxels.max():
         raise UserError(f"{path}: the image is constant ({voxels.flat[0]:g} everywhere); nothing to segment")
     if rule == "msd":
-        return zscore_msd(voxels, path)
+        return normalize_intensities(voxels, intensity, path)
     if rule == "none" and path.suffix.lower() == ".h5":
         return voxels
     return zscore_finite(voxels)
 
 
-def predict_scan(predictor: Predictor, scan, *, rule: str, spacing, tolerance: float, save_prob: bool) -> tuple:
+def predict_scan(predictor: Predictor, scan, *, rule: str, spacing, tolerance: float, save_prob: bool,
+                 intensity: dict | None = None) -> tuple:
     """(labels (X, Y, Z) uint8, probabilities (C, X, Y, Z) or None, a note or "") of one scan,
-    predicted at the training voxel size ``spacing`` (mm) and brought back where it is more
-    than ``tolerance`` off on an axis."""
-    image = normalized(scan.voxels, scan.path, rule)  # before resampling, as training reads MSD cases
+    normalised by ``rule`` and ``intensity`` (see ``normalized``), predicted at the training
+    voxel size ``spacing`` (mm) and brought back where it is more than ``tolerance`` off on an
+    axis."""
+    image = normalized(scan.voxels, scan.path, rule, intensity)  # before resampling, as training reads MSD cases
     if spacing is None or not differs(scan.spacing, spacing, tolerance):
         labels, probabilities = predictor.predict(image, with_probabilities=save_prob)
         return labels, probabilities, ""
@@ -161,20 +170,23 @@ def main():
     path = find_checkpoint(args)
     checkpoint = load_checkpoint(path, map_location="cpu")
     window = default_window(checkpoint, args.patch_size, args.stride_xy, args.stride_z)
-    check_window_settings(*window, args.sw_batch)  # before the device is touched
+    check_window_settings(*window, args.sw_batch, network_strides(checkpoint))  # before the device is touched
     device = select_device(args.gpu)
     predictor = Predictor(checkpoint, path, device=device, teacher=args.teacher, patch_size=window[0],
                           stride_xy=window[1], stride_z=window[2], sw_batch=args.sw_batch, amp=args.amp,
                           channels_last=bool(args.channels_last), lcc=args.lcc)
-    rule, spacing, iteration = input_rule(checkpoint), trained_spacing(checkpoint), checkpoint.get("iteration")
-    tolerance = prediction_tolerance(trained_resampled(checkpoint))
+    settings = trained_settings(checkpoint)
+    rule, spacing, iteration = input_rule(settings), settings.spacing, checkpoint.get("iteration")
+    tolerance = prediction_tolerance(settings.resampled)
     del checkpoint  # the optimizer state is not needed
     out.mkdir(parents=True, exist_ok=True)
 
     print(f"predicting {len(scans)} scan(s) of {args.input} into {out} with {path} (iteration {iteration}): "
           f"{predictor.describe()}, "
-          + {"msd": "scans z-scored (MSD training)", "case": "scans z-scored each on its own",
-             "none": "h5 scans as stored, other scans z-scored"}[rule])
+          + ("scans clipped to {lower:.1f}..{upper:.1f} and z-scored with {mean:.1f}/{std:.1f} (the CT plan)".format(
+              **settings.intensity) if rule == "msd" and settings.intensity and settings.intensity["scheme"] == "ct"
+             else {"msd": "scans z-scored (MSD training)", "case": "scans z-scored each on its own",
+                   "none": "h5 scans as stored, other scans z-scored"}[rule]))
     print(f"training voxel size {mm(spacing)}: scans more than {tolerance:.0%} off on an axis are resampled "
           "to it and predicted back on their own grid" if spacing else
           "the checkpoint does not store its training voxel size: every scan is predicted at its own spacing")
@@ -191,7 +203,8 @@ def main():
             try:
                 scan = read_scan(scan_path)
                 labels, probabilities, note = predict_scan(predictor, scan, rule=rule, spacing=spacing,
-                                                           tolerance=tolerance, save_prob=args.save_prob)
+                                                           tolerance=tolerance, save_prob=args.save_prob,
+                                                           intensity=settings.intensity)
                 write_segmentation(labels, scan.image, files[0])
                 if args.save_prob:
                     write_probabilities(probabilities, scan.image, files[1])

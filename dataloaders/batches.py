@@ -134,6 +134,7 @@ class BatchSettings:
     num_workers: int = 2
     crop_margin: tuple = (0, 0, 0)
     crop_fill: str = "zero"
+    patch_multiple: tuple = (1, 1, 1)  # the network's total stride per axis (see la_heart.check_patch_fits)
 
 
 def make_training_batches(data, labeled_ids, unlabeled_ids, settings: BatchSettings, *, device: torch.device,
@@ -154,7 +155,7 @@ def make_training_batches(data, labeled_ids, unlabeled_ids, settings: BatchSetti
     case_ids = list(labeled_ids) + list(unlabeled_ids)
     volumes = check_training_cases(data, labeled_ids, unlabeled_ids)  # unlabeled: images only
     shapes = {c: v[0].shape for c, v in zip(case_ids, volumes)}
-    check_patch_fits(shapes, s.patch_size)
+    check_patch_fits(shapes, s.patch_size, s.patch_multiple)
     if s.crop_fill == "mirror":
         check_mirror_fits(shapes, s.crop_margin)
     sampler = TwoStreamBatchSampler(range(len(labeled_ids)), range(len(labeled_ids), len(case_ids)),

@@ -91,7 +91,8 @@ def data_report(volumes, num_classes: int, labeled: bool = True) -> str:
     return "\n".join(lines)
 
 
-def print_data_report(data, *, training: tuple[str, list, list], val_list=None, patch_size=None) -> None:
+def print_data_report(data, *, training: tuple[str, list, list], val_list=None, patch_size=None,
+                      patch_multiple=(1, 1, 1)) -> None:
     """``--check_data``: check the training cases (``training``: where they come from, the
     labeled and the unlabeled IDs) and the cases of ``val_list`` (if any), all problems at once,
     and print a short report of each set, labeled and unlabeled apart; the training patch
@@ -115,7 +116,7 @@ def print_data_report(data, *, training: tuple[str, list, list], val_list=None, 
     if problems:
         raise DataProblems(problems)
     if patch_size is not None:
-        check_patch_fits(training_shapes, patch_size)
+        check_patch_fits(training_shapes, patch_size, patch_multiple)
     for title, labeled, volumes in checked:
         print(f"{title}: all cases load{' and agree' if labeled else ' (images only: their labels are not read)'}\n"
               + data_report(volumes, data.num_classes, labeled))

@@ -57,6 +57,7 @@ class DataFolder:
     unlabeled_dirs: tuple = ()  # more folders of unlabeled images (MSD layout: --unlabeled_dir)
     channels: int | None = None  # image channels every case must have (dataset.json's modalities)
     target_spacing: tuple | None = None  # MSD: cases at another voxel size are resampled to it (mm)
+    intensity: dict | None = None  # MSD: how images are normalised (None: z-scored per case; see msd.normalize_intensities)
 
     def read(self, case_id: str, *, labeled: bool = True) -> tuple:
         """(image float32, label uint8) of one case, each (X, Y, Z). For an unlabeled case
@@ -67,7 +68,7 @@ class DataFolder:
             return image, np.zeros(image.shape, np.uint8)
         if self.kind == "msd":
             image, label = read_msd_case(self.root, case_id, num_classes=self.num_classes,
-                                         extra_dirs=self.unlabeled_dirs)
+                                         extra_dirs=self.unlabeled_dirs, intensity=self.intensity)
             spacing = self._resampled_from(case_id)
             if spacing:
                 image = resampling.resample(image, spacing, self.target_spacing, is_label=False)
@@ -85,7 +86,7 @@ class DataFolder:
     def read_image(self, case_id: str):
         """The image of one case alone, float32 (X, Y, Z), normalised (and resampled) as ``read`` does."""
         if self.kind == "msd":
-            image = msd.read_msd_image(self.case_file(case_id))
+            image = msd.read_msd_image(self.case_file(case_id), intensity=self.intensity)
             spacing = self._resampled_from(case_id)
             return resampling.resample(image, spacing, self.target_spacing, is_label=False) if spacing else image
         image = la_heart.read_image(self.root, case_id)
@@ -158,12 +159,14 @@ class DataFolder:
         return find_list(name, self.lists_dir)
 
 
-def at_training_spacing(data: DataFolder, case_ids, requested=None) -> tuple[DataFolder, tuple | None, str | None]:
+def at_training_spacing(data: DataFolder, case_ids, requested=None,
+                        source: str = "--target_spacing") -> tuple[DataFolder, tuple | None, str | None]:
     """(the folder reading cases as training does, the voxel size training learns at, a note
-    naming what is resampled or None). MSD: ``requested`` (--target_spacing), or the cases'
-    median where some differ from it by more than 10 %, and then the cases more than 1 % off are
-    read resampled to it; else the folder as it is, at the median. h5: ``H5_SPACING_MM``. A case
-    whose header cannot be read is left out here: the data check names it with the others."""
+    naming what is resampled or None). MSD: ``requested`` (--target_spacing or the plan's, named
+    ``source`` in the note), or the cases' median where some differ from it by more than 10 %,
+    and then the cases more than 1 % off are read resampled to it; else the folder as it is, at
+    the median. h5: ``H5_SPACING_MM``. A case whose header cannot be read is left out here: the
+    data check names it with the others."""
     if not data.has_spacing:
         return data, H5_SPACING_MM, None
     spacings = []
@@ -178,8 +181,8 @@ def at_training_spacing(data: DataFolder, case_ids, requested=None) -> tuple[Dat
     if target is None:
         return data, resampling.median_spacing(spacings), None
     moved = sum(resampling.differs(s, target, resampling.RESAMPLE_TOLERANCE) for s in spacings)
-    note = (f"{moved} of {len(spacings)} training cases resampled to {' x '.join(f'{t:g}' for t in target)} mm "
-            f"({'--target_spacing' if requested else 'their median spacing'})")
+    note = (f"{moved} of {len(spacings)} training cases resampled to {' x '.join(f'{t:.4g}' for t in target)} mm "
+            f"({source if requested else 'their median spacing'})")
     return dataclasses.replace(data, target_spacing=target), target, note
 
 
@@ -196,10 +199,11 @@ def _file_fingerprint(path: Path | None, edge: int = 65536) -> str:
     return f"{size}:{digest.hexdigest()[:16]}"
 
 
-def data_folder(root, normalize: str = "none", unlabeled_dirs=()) -> DataFolder:
+def data_folder(root, normalize: str = "none", unlabeled_dirs=(), intensity: dict | None = None) -> DataFolder:
     """The folder at ``root``: the MSD layout where it holds a dataset.json (with more folders of
-    unlabeled images, ``unlabeled_dirs``), else the UA-MT h5 layout, its images z-scored per
-    case when ``normalize`` is "case". An MSD folder without its dataset.json (an imagesTr/
+    unlabeled images, ``unlabeled_dirs``; its images normalised as ``intensity`` says, default
+    z-scored per case), else the UA-MT h5 layout, its images z-scored per case when
+    ``normalize`` is "case". An MSD folder without its dataset.json (an imagesTr/
     folder there) is a ``UserError`` saying so, as are ``unlabeled_dirs`` beside an h5 folder."""
     if normalize not in INTENSITY_NORMALIZATIONS:
         raise UserError(f"unknown normalization {normalize!r}; choose one of {', '.join(INTENSITY_NORMALIZATIONS)}")
@@ -208,7 +212,7 @@ def data_folder(root, normalize: str = "none", unlabeled_dirs=()) -> DataFolder:
     if (root / DATASET_JSON).is_file():
         info = read_dataset_json(root)
         return DataFolder(root, "msd", info["num_classes"], root, normalize, unlabeled_dirs,
-                          channels=len(info["modality"]) or None)
+                          channels=len(info["modality"]) or None, intensity=intensity)
     if (root / IMAGES_DIR).is_dir():
         raise UserError(f"{root} has an {IMAGES_DIR}/ folder (the MSD / nnU-Net layout) but no {DATASET_JSON}; "
                         f"put the dataset's {DATASET_JSON} there (its \"labels\" name the classes)")
@@ -216,6 +220,22 @@ def data_folder(root, normalize: str = "none", unlabeled_dirs=()) -> DataFolder:
         raise UserError(f"--unlabeled_dir is for NIfTI folders (the MSD layout); in the h5 layout of {root} put each "
                         f"unlabeled case beside the others: <ID>/{la_heart.VOLUME_FILE} with an 'image' and no 'label'")
     return DataFolder(root, "h5", 2, root.parent, normalize)
+
+
+def dataset_label(dataset_name: str | None, root_path) -> str:
+    """The name of the data in run folders and logs: ``dataset_name``; without one, the folder's
+    own name for an MSD folder (your own data, planned from itself), else "LA"."""
+    if dataset_name:
+        return dataset_name
+    if root_path is not None and (Path(root_path) / DATASET_JSON).is_file():
+        return Path(root_path).resolve().name
+    return "LA"
+
+
+def is_own_data(dataset_name: str | None, root_path) -> bool:
+    """Whether the data is not one of the named ``DATASETS``: an MSD folder given without
+    ``--dataset_name``. Its settings are planned from the data."""
+    return not dataset_name and root_path is not None and (Path(root_path) / DATASET_JSON).is_file()
 
 
 def dataset_defaults(name: str) -> DatasetDefaults:

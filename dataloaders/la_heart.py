@@ -105,11 +105,13 @@ def read_shape(root, case_id: str) -> tuple[int, ...]:
         raise UserError(f"cannot read {path}: {err}") from None
 
 
-def check_patch_fits(shapes: dict, patch_size) -> None:
-    """A patch larger than every volume along some axis is almost surely a wrong flag."""
-    for axis, p in enumerate(patch_size):
+def check_patch_fits(shapes: dict, patch_size, multiples=(1, 1, 1)) -> None:
+    """A patch larger than every volume along some axis is almost surely a wrong flag, unless
+    only by what the network's ``multiples`` (its total stride per axis) force: the largest
+    volume rounded up to one of them is padded, as smaller volumes always are."""
+    for axis, (p, multiple) in enumerate(zip(patch_size, multiples)):
         largest = max(shape[axis] for shape in shapes.values())
-        if p > largest:
+        if p > -(-largest // multiple) * multiple:
             raise UserError(f"--patch_size {' '.join(map(str, patch_size))} is larger than every volume along axis "
                             f"{axis} (largest is {largest} voxels); choose a smaller patch")
 

@@ -71,6 +71,11 @@ def read_dataset_json(root) -> dict:
     labels = _index_dict(path, "labels", info["labels"])
     if min(labels) < 0:
         raise UserError(f"{path}: negative label index {min(labels)}")
+    gaps = sorted(set(range(max(labels) + 1)) - set(labels))
+    if gaps:  # a network would learn an always-empty class for each
+        raise UserError(f"{path}: the labels must be consecutive from 0, but {', '.join(map(str, gaps))} "
+                        f"{'is' if len(gaps) == 1 else 'are'} missing from {sorted(labels)}; renumber the label "
+                        "files' values and dataset.json's \"labels\" to 0, 1, 2, ...")
     modality = info.get("modality", info.get("channel_names"))
     info = dict(info)
     info["labels"] = dict(sorted(labels.items()))
@@ -207,24 +212,50 @@ def zscore(image: np.ndarray, path=None) -> np.ndarray:
     return ((image - mean) / std).astype(np.float32)
 
 
-def read_msd_image(image_path: Path, channel: int = 0) -> np.ndarray:
-    """The image of ``image_path`` (a 4D file: its channel ``channel``), z-scored, float32 (X, Y, Z)."""
-    image = _to_3d(_voxels(_load(image_path, "image"), image_path), image_path, channel)
-    return zscore(image, image_path)
+def normalize_intensities(image: np.ndarray, intensity: dict | None, path=None) -> np.ndarray:
+    """``image`` normalised as ``intensity`` says (``planning.planner.intensity_scheme``): None or
+    ``{"scheme": "zscore"}`` z-scores it on its own; ``{"scheme": "ct", "lower", "upper",
+    "mean", "std"}`` clips it to [lower, upper] and maps it by (value - mean) / std, the same
+    transform for every case (nnU-Net's CT scheme). float32 out; NaN or infinite voxels are a
+    ``UserError`` naming ``path``."""
+    if not intensity or intensity.get("scheme") == "zscore":
+        return zscore(image, path)
+    if intensity.get("scheme") != "ct":
+        raise UserError(f"unknown intensity scheme {intensity.get('scheme')!r} (expected 'zscore' or 'ct'); "
+                        "the checkpoint or plan is from another version")
+    image = np.asarray(image, dtype=np.float64)
+    if not np.all(np.isfinite(image)):
+        raise UserError(f"{path}: the image holds NaN or infinite values")
+    clipped = np.clip(image, intensity["lower"], intensity["upper"])
+    return ((clipped - intensity["mean"]) / max(intensity["std"], 1e-8)).astype(np.float32)
+
+
+def read_msd_raw_image(image_path: Path, channel: int = 0) -> np.ndarray:
+    """The voxels of ``image_path`` as stored (a 4D file: its channel ``channel``), (X, Y, Z)."""
+    return _to_3d(_voxels(_load(image_path, "image"), image_path), image_path, channel)
+
+
+def read_msd_image(image_path: Path, channel: int = 0, intensity: dict | None = None) -> np.ndarray:
+    """The image of ``image_path`` (a 4D file: its channel ``channel``), normalised as
+    ``intensity`` says (default: z-scored), float32 (X, Y, Z)."""
+    return normalize_intensities(read_msd_raw_image(image_path, channel), intensity, image_path)
 
 
 def read_msd_case(root, case_id: str, num_classes: int | None = None,
-                  channel: int = 0, extra_dirs=()) -> tuple[np.ndarray, np.ndarray]:
+                  channel: int = 0, extra_dirs=(), intensity: dict | None = None, raw: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """``(image float32 (X, Y, Z), label uint8 (X, Y, Z))`` of one case.
 
-    The image is z-scored on its own (mean 0, std 1 over the whole volume). A 4D
+    The image is normalised as ``intensity`` says (default: z-scored on its own, mean 0, std 1
+    over the whole volume; ``raw``: the voxels as stored). A 4D
     (multi-modal, X, Y, Z, C) image gives its channel ``channel`` (default 0, the first
     modality of dataset.json), and nnU-Net v2's per-channel files give ``<ID>_0000``.
     Labels must be integers in ``0..num_classes-1``; ``num_classes=None`` reads it from
     dataset.json (pass it to read dataset.json once instead of once per case).
 
     ``UserError`` naming the file: a missing file, a file that is not NIfTI, image and label
-    shapes that differ, label values that are not integers or outside the classes.
+    shapes that differ, a label whose voxel size or origin differs from its image's (its voxels
+    would lie elsewhere), label values that are not integers or outside the classes.
     """
     if num_classes is None:
         num_classes = read_dataset_json(root)["num_classes"]
@@ -240,6 +271,7 @@ def read_msd_case(root, case_id: str, num_classes: int | None = None,
     if image.shape != label.shape:
         raise UserError(f"{label_path}: label shape {label.shape} differs from image shape {image.shape} "
                         f"of {image_path.name}")
+    _check_same_grid(image_nii, label_nii, label_path, image_path)
     values = np.unique(label)
     if not np.issubdtype(values.dtype, np.integer):
         if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
@@ -248,7 +280,24 @@ def read_msd_case(root, case_id: str, num_classes: int | None = None,
     if bad.size:
         raise UserError(f"{label_path}: label values {bad[:8].tolist()} are outside the {num_classes} declared "
                         f"classes 0..{num_classes - 1} (see labels in {DATASET_JSON})")
-    return zscore(image, image_path), label.astype(np.uint8)
+    image = image if raw else normalize_intensities(image, intensity, image_path)
+    return image, label.astype(np.uint8)
+
+
+def _check_same_grid(image_nii, label_nii, label_path: Path, image_path: Path) -> None:
+    """A ``UserError`` where the label's voxel size or origin differs from its image's by more
+    than a thousandth of a voxel (nnU-Net's dataset check does the same): its voxels would be
+    trained against the image's voxels at other places."""
+    image_zooms, label_zooms = (np.asarray(n.header.get_zooms()[:3], float) for n in (image_nii, label_nii))
+    if not np.allclose(image_zooms, label_zooms, rtol=1e-3, atol=0):
+        raise UserError(f"{label_path}: voxel size {' x '.join(f'{z:g}' for z in label_zooms)} differs from its "
+                        f"image's {' x '.join(f'{z:g}' for z in image_zooms)} ({image_path.name}); the label must "
+                        "lie on the image's grid: resample it onto the image (nearest neighbour)")
+    image_origin, label_origin = (np.asarray(n.affine[:3, 3], float) for n in (image_nii, label_nii))
+    if np.any(np.abs(image_origin - label_origin) > 1e-3 * image_zooms.min()):
+        raise UserError(f"{label_path}: origin {np.round(label_origin, 3).tolist()} differs from its image's "
+                        f"{np.round(image_origin, 3).tolist()} ({image_path.name}); the label must lie on the "
+                        "image's grid: resample it onto the image (nearest neighbour)")
 
 
 def read_msd_spacing(root, case_id: str, extra_dirs=()) -> tuple[float, float, float]:
@@ -259,7 +308,12 @@ def read_msd_spacing(root, case_id: str, extra_dirs=()) -> tuple[float, float, f
     if len(zooms) < 3:
         raise UserError(f"{image_path}: expected a 3D volume, the header has {len(zooms)} dimensions")
     to_mm = UNIT_TO_MM.get(header.get_xyzt_units()[0], 1.0)
-    return tuple(float(z) * to_mm for z in zooms[:3])
+    spacing = tuple(float(z) * to_mm for z in zooms[:3])
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise UserError(f"{image_path}: the header's voxel size {' x '.join(f'{z:g}' for z in zooms[:3])} is not "
+                        "three positive numbers (pixdim[1:4]); fix the file's header (e.g. with SimpleITK or "
+                        "nibabel) to the scan's voxel size in mm")
+    return spacing
 
 
 def read_msd_shape(root, case_id: str, extra_dirs=()) -> tuple[int, ...]:

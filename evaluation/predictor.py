@@ -11,20 +11,21 @@ through it.
 import numpy as np
 import torch
 
-from dataloaders.datasets import DATASETS
+from dataloaders.datasets import DATASETS, DataFolder, data_folder
 from dataloaders.resampling import resample
-from networks.vnet import patch_size_problem
-from utils.checkpoint import load_network, trained_patch_size
+from networks.vnet import DEFAULT_STRIDES, patch_size_problem
+from utils.checkpoint import TrainedSettings, load_network, trained_settings
 from utils.device import amp_dtype, memory_format_for, memory_format_text, precision_text
 from utils.errors import UserError
 from utils.metrics import keep_largest_component_per_class
 from utils.sliding_window import sliding_window_predict
 
 
-def check_window_settings(patch_size, stride_xy: int, stride_z: int, sw_batch: int) -> None:
-    """A window that the VNet cannot take, strides that would skip voxels or no window per
-    pass: a one-line ``UserError`` naming the flag."""
-    problem = patch_size_problem(patch_size)
+def check_window_settings(patch_size, stride_xy: int, stride_z: int, sw_batch: int,
+                          strides=DEFAULT_STRIDES) -> None:
+    """A window that the VNet (with its stages' ``strides``) cannot take, strides that would
+    skip voxels or no window per pass: a one-line ``UserError`` naming the flag."""
+    problem = patch_size_problem(patch_size, strides)
     if problem:
         raise UserError(f"--patch_size {' '.join(map(str, patch_size))}: {problem}")
     for name, stride, size in (("--stride_xy", stride_xy, min(patch_size[:2])),
@@ -35,23 +36,38 @@ def check_window_settings(patch_size, stride_xy: int, stride_z: int, sw_batch: i
         raise UserError(f"--sw_batch must be at least 1, got {sw_batch}")
 
 
+def network_strides(checkpoint: dict) -> tuple:
+    """The VNet stages' strides of ``checkpoint`` (the published ones for checkpoints from
+    before strides were stored)."""
+    network = trained_settings(checkpoint).network or {}
+    return tuple(tuple(stage) for stage in network.get("strides") or DEFAULT_STRIDES)
+
+
 def default_window(checkpoint: dict, patch_size=None, stride_xy=None, stride_z=None) -> tuple:
     """(patch_size, stride_xy, stride_z) where the arguments leave them open (None): the patch
-    the checkpoint was trained on, else its dataset's; the strides of its dataset
-    (``dataloaders.datasets.DATASETS``, at most the patch), else half the patch (nnU-Net's
-    overlap)."""
-    dataset = DATASETS.get((checkpoint.get("args") or {}).get("dataset_name"))
+    the checkpoint was trained on, else its dataset's; the steps its run chose (the plan's or
+    its dataset's, at most the patch), else those of its dataset
+    (``dataloaders.datasets.DATASETS``), else half the patch (nnU-Net's overlap)."""
+    settings = trained_settings(checkpoint)
+    dataset = DATASETS.get(settings.dataset_name)
     if patch_size is None:
-        patch_size = trained_patch_size(checkpoint) or (dataset.patch_size if dataset else None)
+        patch_size = settings.patch_size or (dataset.patch_size if dataset else None)
     if patch_size is None:
         raise UserError("the checkpoint does not say which patch it was trained on; pass --patch_size X Y Z")
     patch_size = tuple(int(p) for p in patch_size)
     xy, z = min(patch_size[:2]), patch_size[2]
+    window = settings.window or ((dataset.stride_xy, dataset.stride_z) if dataset else None)
     if stride_xy is None:
-        stride_xy = min(dataset.stride_xy, xy) if dataset else max(xy // 2, 1)
+        stride_xy = min(window[0], xy) if window else max(xy // 2, 1)
     if stride_z is None:
-        stride_z = min(dataset.stride_z, z) if dataset else max(z // 2, 1)
+        stride_z = min(window[1], z) if window else max(z // 2, 1)
     return patch_size, stride_xy, stride_z
+
+
+def trained_data(settings: TrainedSettings, root) -> DataFolder:
+    """The data folder at ``root`` reading its images as the checkpoint's run did (per-case
+    z-score or as stored for h5, the plan's normalisation for NIfTI)."""
+    return data_folder(root, settings.normalize, intensity=settings.intensity)
 
 
 class Predictor:
@@ -79,7 +95,7 @@ class Predictor:
         if not isinstance(checkpoint, dict):
             raise UserError(f"{path} is not a checkpoint of this repository's training scripts")
         self.patch_size, self.stride_xy, self.stride_z = default_window(checkpoint, patch_size, stride_xy, stride_z)
-        check_window_settings(self.patch_size, self.stride_xy, self.stride_z, sw_batch)
+        check_window_settings(self.patch_size, self.stride_xy, self.stride_z, sw_batch, network_strides(checkpoint))
         if num_classes is None:
             num_classes = (checkpoint.get("network") or {}).get("n_classes")
         self.memory_format = memory_format_for(device, bool(channels_last))

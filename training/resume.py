@@ -11,7 +11,7 @@ from utils.errors import UserError
 # values (max_iterations may grow; base_lr may be lowered, to go on after a divergence; speed,
 # logging and path flags may change). The data is compared by its cases (check_same_data).
 RUN_DEFINING_FLAGS = ("dataset_name", "num_classes", "labelnum", "max_samples", "target_spacing", "patch_size",
-                      "crop_margin",
+                      "strides", "intensity", "crop_margin",
                       "crop_fill", "batch_size", "labeled_bs", "base_lr", "lr_decay_every", "seed", "consistency_type",
                       "consistency", "consistency_rampup", "ema_decay", "noise_std",
                       "uncertainty_passes", "threshold_start", "threshold_end",  # UA-MT

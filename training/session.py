@@ -72,7 +72,8 @@ class TrainingSession:
         seed_everything(run.seed, config.speed.deterministic)
         self.start_iteration = self.resume_from["iteration"] if self.resume_from else 0
         self.base_lr_changes = base_lr_changes(self.resume_from, config.schedule.base_lr) if self.resume_from else []
-        self.data = data_folder(config.data.root_path, config.data.normalize, config.data.unlabeled_dirs)
+        self.data = data_folder(config.data.root_path, config.data.normalize, config.data.unlabeled_dirs,
+                                config.data.intensity)
         self.memory_format = memory_format_for(self.device, config.speed.channels_last)
         self.precision = MixedPrecision(self.device, config.speed.amp)
         self.models: dict[str, nn.Module | None] = {}
@@ -104,7 +105,8 @@ class TrainingSession:
         training cases nor test cases."""
         # MSD cases of mixed voxel sizes are read at one (the validation cases too)
         self.data, spacing, self.spacing_note = at_training_spacing(self.data, [*labeled_ids, *unlabeled_ids],
-                                                                    self.config.data.target_spacing)
+                                                                    self.config.data.target_spacing,
+                                                                    source=self.config.data.spacing_source)
         fingerprints = {**{case: self.data.fingerprint(case) for case in labeled_ids},
                         **{case: self.data.fingerprint(case, labeled=False) for case in unlabeled_ids}}
         if self.resume_from:
@@ -121,7 +123,7 @@ class TrainingSession:
                                              rank=self.ranks.rank, world_size=self.ranks.world_size)
         # for inference.py and predict.py: the voxel size and layout the network learns from
         self.cases.update(spacing=list(spacing) if spacing else None, resampled=self.data.target_spacing is not None,
-                          data_kind=self.data.kind)
+                          data_kind=self.data.kind, intensity=self.data.intensity)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(image (B, 1, X, Y, Z) in the session's memory format, label (B, X, Y, Z) int64)."""
@@ -137,6 +139,8 @@ class TrainingSession:
         self.run = RunFolder(self.config.run.folder, overwrite=self.config.run.overwrite, continues=self.continues,
                              writes=self.ranks.is_main, average=self.ranks.average)
         for line in self._header():
+            self.run.info(line)
+        for line in filter(None, self.config.data.settings_text.splitlines()):
             self.run.info(line)
         cases = self.split.describe() + (f"; {self.spacing_note}" if self.spacing_note else "")
         if self.split.unlabeled and not self.cases["unlabeled_ids"]:
@@ -196,7 +200,8 @@ class TrainingSession:
     def network(self) -> nn.Module:
         """A fresh VNet on the device in the session's memory format (BatchNorm synchronised
         across ranks on GPUs under torchrun)."""
-        return self.ranks.sync_batchnorm(build_vnet(self.data.num_classes, self.device, self.memory_format),
+        return self.ranks.sync_batchnorm(build_vnet(self.data.num_classes, self.device, self.memory_format,
+                                                    strides=self.config.data.strides),
                                          self.device)
 
     def trainable(self, model: nn.Module):
@@ -260,7 +265,7 @@ class TrainingSession:
             return {**checkpoint_state(iteration, flags=self.config.run.flags, num_classes=self.data.num_classes,
                                        student=self.models["student"], teacher=self.models["teacher"],
                                        optimizer=self.optimizer, scaler=self.precision.scaler, cases=self.cases,
-                                       base_lr_changes=self.base_lr_changes),
+                                       base_lr_changes=self.base_lr_changes, strides=self.config.data.strides),
                     "method": self.method}  # --resume refuses another method's checkpoint
 
         self.periodic.after(iteration, {**scalars, "train/lr": self.lr}, state, self.models["student"])

@@ -15,30 +15,39 @@ before a key was added lack it.
 import errno
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from networks.vnet import VNet
+from networks.vnet import DEFAULT_STRIDES, VNet
 from utils.errors import UserError
 
 # The network of the LA literature; stored in every checkpoint so inference can rebuild it.
 VNET_CONFIG = {"n_channels": 1, "n_filters": 16, "normalization": "batchnorm", "has_dropout": True}
 
 
-def build_vnet(num_classes: int, device: torch.device, memory_format=torch.contiguous_format) -> nn.Module:
-    """The training scripts' VNet (``VNET_CONFIG``) for ``num_classes`` classes on ``device``."""
-    return VNet(n_classes=num_classes, **VNET_CONFIG).to(device, memory_format=memory_format)
+def network_config(num_classes: int, strides=DEFAULT_STRIDES) -> dict:
+    """The ``network`` entry of a checkpoint: ``VNET_CONFIG`` with the classes and the stages'
+    strides (as lists, the way JSON and the plan write them)."""
+    return {**VNET_CONFIG, "n_classes": num_classes, "strides": [list(stage) for stage in strides]}
+
+
+def build_vnet(num_classes: int, device: torch.device, memory_format=torch.contiguous_format,
+               strides=DEFAULT_STRIDES) -> nn.Module:
+    """The training scripts' VNet (``VNET_CONFIG``, the stages' ``strides``) for ``num_classes``
+    classes on ``device``."""
+    return VNet(n_classes=num_classes, **VNET_CONFIG, strides=strides).to(device, memory_format=memory_format)
 
 
 def checkpoint_state(iteration: int, *, flags: dict, num_classes: int, student: nn.Module,
                      teacher: nn.Module | None, optimizer: torch.optim.Optimizer, scaler, cases: dict | None = None,
-                     base_lr_changes: list = ()) -> dict:
+                     base_lr_changes: list = (), strides=DEFAULT_STRIDES) -> dict:
     """What a checkpoint holds after ``iteration`` (0-based) of a run with ``flags``; ``cases``
-    holds ``labeled_ids``, ``unlabeled_ids`` and ``data_fingerprint``. The schedule adds the
-    random states."""
-    return {"iteration": iteration + 1, "network": {**VNET_CONFIG, "n_classes": num_classes},
+    holds ``labeled_ids``, ``unlabeled_ids`` and ``data_fingerprint`` (and ``plan``). The
+    schedule adds the random states."""
+    return {"iteration": iteration + 1, "network": network_config(num_classes, strides),
             "student": student.state_dict(), "teacher": teacher.state_dict() if teacher is not None else None,
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "args": flags, **(cases or {}),
             "base_lr_changes": list(base_lr_changes)}
@@ -122,6 +131,46 @@ def trained_patch_size(checkpoint) -> tuple | None:
     """The patch the checkpoint's run trained on (voxels), or None where it does not say."""
     patch = (checkpoint.get("args") or {}).get("patch_size") if isinstance(checkpoint, dict) else None
     return tuple(patch) if patch else None
+
+
+def trained_intensity(checkpoint: dict) -> dict | None:
+    """How the checkpoint's run normalised NIfTI images (``dataloaders.msd.normalize_intensities``):
+    a CT plan's clip and z-score, or None for the per-case z-score (every run before plans)."""
+    intensity = checkpoint.get("intensity") if isinstance(checkpoint, dict) else None
+    return dict(intensity) if intensity else None
+
+
+def trained_window(checkpoint: dict) -> tuple | None:
+    """The sliding-window steps (xy, z) in voxels the run chose (its plan's or its dataset's), or
+    None for checkpoints from before runs stored them."""
+    window = (checkpoint.get("args") or {}).get("window") if isinstance(checkpoint, dict) else None
+    return tuple(int(w) for w in window) if window else None
+
+
+@dataclass(frozen=True)
+class TrainedSettings:
+    """What a checkpoint's run decided about its inputs: everything ``inference.py``,
+    ``predict.py`` and the grid need to predict as the network was trained, so that no training
+    flag is repeated at prediction time. Each is None where the checkpoint predates it."""
+    network: dict | None        # the VNet's configuration (classes, channels, strides)
+    patch_size: tuple | None    # training patch, voxels
+    window: tuple | None        # sliding-window steps (xy, z), voxels
+    spacing: tuple | None       # training voxel size, mm
+    resampled: bool             # whether cases were resampled to ``spacing``
+    data_kind: str | None       # "h5" or "msd"
+    normalize: str              # h5 images: "case" (z-scored) or "none" (as stored)
+    intensity: dict | None      # NIfTI images: a CT plan's normalisation, None for the per-case z-score
+    dataset_name: str | None    # the named dataset (or own data's folder name)
+
+
+def trained_settings(checkpoint: dict) -> TrainedSettings:
+    """The ``TrainedSettings`` of ``checkpoint``: the one place consumers read them from."""
+    args = (checkpoint.get("args") or {}) if isinstance(checkpoint, dict) else {}
+    return TrainedSettings(network=checkpoint.get("network") if isinstance(checkpoint, dict) else None,
+                           patch_size=trained_patch_size(checkpoint), window=trained_window(checkpoint),
+                           spacing=trained_spacing(checkpoint), resampled=trained_resampled(checkpoint),
+                           data_kind=trained_data_kind(checkpoint), normalize=trained_normalization(checkpoint),
+                           intensity=trained_intensity(checkpoint), dataset_name=args.get("dataset_name"))
 
 
 def load_network(checkpoint: dict, path: Path, *, teacher: bool, num_classes: int, device,

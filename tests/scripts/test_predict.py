@@ -16,7 +16,7 @@ import predict
 from conftest import TINY, run_script, write_case
 from dataloaders.la_heart import read_case
 from dataloaders.synthetic import generate_dataset
-from utils.checkpoint import load_checkpoint, trained_spacing
+from utils.checkpoint import load_checkpoint, trained_settings, trained_spacing
 
 sitk = pytest.importorskip("SimpleITK")
 nib = pytest.importorskip("nibabel")
@@ -289,8 +289,8 @@ def test_teacher_run_folder_and_normalisation(trained, monkeypatch, capsys, tmp_
         f"error: {tmp_path / 'sup.pth'} has no teacher (a labeled-only run of train_sup.py); drop --teacher"]
 
     old = {**checkpoint, "args": {k: v for k, v in checkpoint["args"].items() if k != "normalize"}}
-    assert predict.input_rule(checkpoint) == "case" and predict.input_rule(old) == "none"
-    assert predict.input_rule({**checkpoint, "data_kind": "msd"}) == "msd"
+    assert predict.input_rule(trained_settings(checkpoint)) == "case" and predict.input_rule(trained_settings(old)) == "none"
+    assert predict.input_rule(trained_settings({**checkpoint, "data_kind": "msd"})) == "msd"
     stored = trained.image
     np.testing.assert_array_equal(predict.normalized(stored, Path("c/mri_norm2.h5"), "none"), stored)
     zscored = predict.normalized(stored, Path("c.nii.gz"), "none")
