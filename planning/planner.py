@@ -14,7 +14,7 @@ CT normalisation scheme), adapted to a VNet of four fixed stages:
   few thick slices is pooled in-plane first, until the in-plane voxels are as coarse as the
   slices. A stage where no axis qualifies keeps the size (stride 1, 1, 1).
 - **patch**: the median case at the target voxel size, each side rounded to the nearest
-  multiple of that axis's total stride, then cut one stride unit at a time, on the axis whose
+  multiple of that axis's total stride (halfway: the smaller), then cut one stride unit at a time, on the axis whose
   side stays the longest in mm after the cut, until it holds at most ``budget`` voxels (nnU-Net
   starts from a cube in mm and cuts by the share of the median case; with the small budgets of
   a CPU that would halve a volume of 12 thick slices before its in-plane extent).
@@ -141,8 +141,9 @@ def vnet_strides(spacing, patch_size) -> tuple:
 
 
 def round_to_multiple(size: float, multiple: int) -> int:
-    """``size`` to the nearest positive multiple of ``multiple`` (halves up)."""
-    return max(int(math.floor(size / multiple + 0.5)), 1) * multiple
+    """``size`` to the nearest positive multiple of ``multiple``; halfway, the smaller (no larger
+    than the data needs)."""
+    return max(int(math.ceil(size / multiple - 0.5)), 1) * multiple
 
 
 def plan_patch(spacing, median_shape, budget: int = DEFAULT_BUDGET) -> tuple[tuple, tuple]:

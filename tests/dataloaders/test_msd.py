@@ -133,7 +133,7 @@ def test_uint8_and_float32_inputs_both_normalised(msd):
 
 def test_float_labels_accepted(msd):
     # Some MSD label files are float32 holding 0.0/1.0/2.0 (hippocampus_003).
-    write_nii(msd / "labelsTr" / "tiny_003.nii.gz", np.full((8, 8, 6), 2.0, np.float32))
+    write_nii(msd / "labelsTr" / "tiny_003.nii.gz", np.full((8, 8, 6), 2.0, np.float32), (0.5, 0.75, 2.0))
     _, label = read_msd_case(msd, "tiny_003")
     assert label.dtype == np.uint8 and set(np.unique(label)) == {2}
 
@@ -236,12 +236,12 @@ def test_num_classes_argument_overrides_dataset_json(msd):
 
 
 def test_constant_or_nan_image(msd):
-    write_nii(msd / "imagesTr" / "tiny_003.nii.gz", np.full((8, 8, 6), 7, np.float32))
+    write_nii(msd / "imagesTr" / "tiny_003.nii.gz", np.full((8, 8, 6), 7, np.float32), (0.5, 0.75, 2.0))
     with pytest.raises(UserError, match="constant"):
         read_msd_case(msd, "tiny_003")
     nan = np.ones((8, 8, 6), np.float32)
     nan[0, 0, 0] = np.nan
-    write_nii(msd / "imagesTr" / "tiny_003.nii.gz", nan)
+    write_nii(msd / "imagesTr" / "tiny_003.nii.gz", nan, (0.5, 0.75, 2.0))
     with pytest.raises(UserError, match="NaN"):
         read_msd_case(msd, "tiny_003")
 
