@@ -39,10 +39,11 @@ from dataloaders.case_lists import read_case_list
 from dataloaders.check_data import check_cases
 from dataloaders.datasets import DATASETS, dataset_label
 from dataloaders.la_heart import check_root
+from dataloaders.msd import save_nifti
 from dataloaders.resampling import differs, prediction_tolerance
 from evaluation.cases import check_overlap, training_cases
 from evaluation.output_folder import EvaluationFolder
-from evaluation.outputs import Log, json_ready, save_nifti
+from evaluation.outputs import Log, json_ready
 from evaluation.predictor import Predictor, check_window_settings, default_window, network_strides, trained_data
 from evaluation.report import summarize, table
 from training.run_folder import find_run_folder, run_checkpoint

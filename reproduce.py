@@ -54,7 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dataloaders.case_lists import read_case_list
-from dataloaders.datasets import DATASETS, data_folder, root_or_default
+from dataloaders.datasets import DATASETS, data_folder, dataset_label, root_or_default
 from dataloaders.la_heart import check_root
 from grid.results import METHODS, Run, collect, effective_schedule, markdown_report, schedule_flags
 from training.run_folder import read_scalars, run_folder_path, write_text_atomically
@@ -67,7 +67,9 @@ LABELED_SHARES = (0.1, 0.2)  # the literature's label ratios, whatever the train
 
 def parse_args():
     p = ArgumentParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)  # errors in one line
-    p.add_argument("--dataset_name", default="LA", choices=sorted(DATASETS))
+    p.add_argument("--dataset_name", default=None, choices=sorted(DATASETS),
+                   help="a named dataset and its published settings (default: LA, or for an MSD folder of your "
+                        "own, settings planned from its data)")
     p.add_argument("--root_path", default=None, help="the data folder (default: the dataset's usual place)")
     p.add_argument("--train_list", default=None, help="training cases (default: dev_train.list, else train.list)")
     p.add_argument("--eval_list", default=None, help="evaluation cases (default: dev_val.list, else test.list)")
@@ -126,6 +128,8 @@ def parse_args():
 
 def resolve_lists(args) -> None:
     """Fill in the data folder and the case lists; check they exist and do not overlap."""
+    args.dataset_flag = args.dataset_name  # passed on to the scripts only where given
+    args.dataset_name = dataset_label(args.dataset_name, args.root_path)
     args.root_path = root_or_default(args.dataset_name, args.root_path)
     data = data_folder(check_root(args.root_path))
     for name, preferred, fallback in (("train_list", "dev_train.list", "train.list"),
@@ -180,7 +184,8 @@ def plan(args) -> list[Run]:
 
 
 def data_flags(args) -> list[str]:
-    return ["--dataset_name", args.dataset_name, "--root_path", args.root_path]
+    named = ["--dataset_name", args.dataset_flag] if args.dataset_flag else []
+    return [*named, "--root_path", args.root_path]
 
 
 METHOD_ARGS = {"SUP": (), "MT": ("mt_args",), "UAMT": ("mt_args", "uamt_args"), "BCP": ("bcp_args",)}

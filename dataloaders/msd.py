@@ -285,9 +285,9 @@ def read_msd_case(root, case_id: str, num_classes: int | None = None,
 
 
 def _check_same_grid(image_nii, label_nii, label_path: Path, image_path: Path) -> None:
-    """A ``UserError`` where the label's voxel size or origin differs from its image's by more
-    than a thousandth of a voxel (nnU-Net's dataset check does the same): its voxels would be
-    trained against the image's voxels at other places."""
+    """A ``UserError`` where the label's voxel size, origin or axis directions differ from its
+    image's by more than a thousandth of a voxel (nnU-Net's dataset check compares them too):
+    its voxels would be trained against the image's voxels at other places."""
     image_zooms, label_zooms = (np.asarray(n.header.get_zooms()[:3], float) for n in (image_nii, label_nii))
     if not np.allclose(image_zooms, label_zooms, rtol=1e-3, atol=0):
         raise UserError(f"{label_path}: voxel size {' x '.join(f'{z:g}' for z in label_zooms)} differs from its "
@@ -298,15 +298,30 @@ def _check_same_grid(image_nii, label_nii, label_path: Path, image_path: Path) -
         raise UserError(f"{label_path}: origin {np.round(label_origin, 3).tolist()} differs from its image's "
                         f"{np.round(image_origin, 3).tolist()} ({image_path.name}); the label must lie on the "
                         "image's grid: resample it onto the image (nearest neighbour)")
+    image_axes, label_axes = (n.affine[:3, :3] / np.asarray(n.header.get_zooms()[:3], float)
+                              for n in (image_nii, label_nii))
+    if not np.allclose(image_axes, label_axes, atol=1e-3):
+        raise UserError(f"{label_path}: its axes point in other directions than its image's ({image_path.name}: "
+                        "flipped or rotated); the label must lie on the image's grid: resample it onto the image "
+                        "(nearest neighbour)")
+
+
+def save_nifti(volume: np.ndarray, path: Path, spacing) -> None:
+    """One (X, Y, Z) volume as NIfTI, voxel size ``spacing`` (mm) on the affine's diagonal."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(volume, np.diag([*spacing, 1.0]))
+    image.header.set_xyzt_units("mm")
+    nib.save(image, str(path))
 
 
 def read_msd_spacing(root, case_id: str, extra_dirs=()) -> tuple[float, float, float]:
     """``(sx, sy, sz)`` voxel size in mm of the case's image, from the NIfTI header (pixdim)."""
     image_path, _ = case_paths(root, case_id, extra_dirs)
     header = _load(image_path, "image").header
-    zooms = header.get_zooms()
-    if len(zooms) < 3:
-        raise UserError(f"{image_path}: expected a 3D volume, the header has {len(zooms)} dimensions")
+    if len(header.get_zooms()) < 3:
+        raise UserError(f"{image_path}: expected a 3D volume, the header has {len(header.get_zooms())} dimensions")
+    zooms = _stored_pixdim(image_path, header)
     to_mm = UNIT_TO_MM.get(header.get_xyzt_units()[0], 1.0)
     spacing = tuple(float(z) * to_mm for z in zooms[:3])
     if not all(np.isfinite(s) and s > 0 for s in spacing):
@@ -314,6 +329,19 @@ def read_msd_spacing(root, case_id: str, extra_dirs=()) -> tuple[float, float, f
                         "three positive numbers (pixdim[1:4]); fix the file's header (e.g. with SimpleITK or "
                         "nibabel) to the scan's voxel size in mm")
     return spacing
+
+
+def _stored_pixdim(path: Path, header) -> tuple:
+    """pixdim[1:4] as the file stores it: nibabel's loaded header has 0 already replaced by 1
+    and negative values by their size, which would hide a broken header."""
+    import nibabel as nib
+
+    try:
+        with nib.openers.ImageOpener(path) as f:
+            stored = type(header).from_fileobj(f, check=False)
+    except Exception:  # the loaded header read it already; a second read failing changes nothing
+        return tuple(header.get_zooms()[:3])
+    return tuple(float(z) for z in stored["pixdim"][1:4])
 
 
 def read_msd_shape(root, case_id: str, extra_dirs=()) -> tuple[int, ...]:

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from dataloaders.msd import DATASET_JSON, IMAGES_DIR, LABELS_DIR
-from evaluation.outputs import save_nifti
+from dataloaders.msd import DATASET_JSON, IMAGES_DIR, LABELS_DIR, save_nifti
 
 AIR, FAT, SOFT_TISSUE = -1000, -100, 40  # HU
 

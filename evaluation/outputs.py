@@ -1,8 +1,8 @@
-"""What an evaluation writes besides its numbers: the log, JSON without NaN, NIfTI volumes."""
+"""What an evaluation writes besides its numbers: the log, JSON without NaN (NIfTI volumes:
+``dataloaders.msd.save_nifti``)."""
 import math
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 
@@ -17,15 +17,6 @@ def json_ready(value):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
-
-
-def save_nifti(volume: np.ndarray, path: Path, spacing) -> None:
-    """One (X, Y, Z) volume as NIfTI, voxel size ``spacing`` (mm) on the affine's diagonal."""
-    import nibabel as nib  # only needed for --save_pred
-
-    image = nib.Nifti1Image(volume, np.diag([*spacing, 1.0]))
-    image.header.set_xyzt_units("mm")
-    nib.save(image, str(path))
 
 
 class Log:

@@ -125,9 +125,24 @@ def read_scan(path) -> Scan:
         image.SetDirection(H5_DIRECTION)
     voxels = array_of(image)
     bad = voxels.size - int(np.isfinite(voxels).sum())
+    if not bad and suffix in (".nii", ".nii.gz"):
+        bad = _nifti_non_finite(path)  # ITK's NIfTI reader turns NaN and inf into 0 without a word
     if bad:
-        raise UserError(f"{path}: {bad} voxel(s) are NaN or infinite")
+        raise UserError(f"{path}: {bad} voxel(s) are NaN or infinite; training refuses such images, so fix or "
+                        "replace the scan")
     return Scan(path, voxels, image)
+
+
+def _nifti_non_finite(path: Path) -> int:
+    """How many voxels of the NIfTI file are NaN or infinite, as nibabel (training's reader)
+    reads them; 0 for integer files, which cannot hold either."""
+    import nibabel as nib
+
+    nii = nib.load(path)
+    if np.issubdtype(nii.get_data_dtype(), np.integer) and not np.isnan(nii.dataobj.slope):
+        return 0
+    voxels = np.asanyarray(nii.dataobj)
+    return int(voxels.size - np.count_nonzero(np.isfinite(voxels)))
 
 
 def _read_itk(path: Path, suffix: str):

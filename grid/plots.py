@@ -16,9 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dataloaders.datasets import data_folder  # noqa: E402
 from evaluation.overlay import fullest_slices, slice_view  # noqa: E402
-from utils.checkpoint import load_checkpoint, load_network, trained_normalization  # noqa: E402
+from evaluation.predictor import trained_data  # noqa: E402
+from utils.checkpoint import load_checkpoint, load_network, trained_settings  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.metrics import keep_largest_component_per_class  # noqa: E402
 from utils.sliding_window import sliding_window_predict  # noqa: E402
@@ -98,8 +98,10 @@ def comparison_figure(models: list[tuple[str, Path, Path]], *, root, case_ids: l
     evaluated = json.loads((Path(models[0][2]) / "summary.json").read_text())
     patch, strides = evaluated["patch_size"], (evaluated["stride_xy"], evaluated["stride_z"])
     checkpoints = [load_checkpoint(checkpoint, map_location="cpu") for _, checkpoint, _ in models]
-    normalizations = [trained_normalization(c) for c in checkpoints]  # each model sees the images as its run did
-    readers = {n: data_folder(root, n) for n in normalizations}
+    # each model sees the images as its run did (per-case z-score, as stored, a CT plan's clip)
+    settings = [trained_settings(c) for c in checkpoints]
+    normalizations = [json.dumps([s.normalize, s.intensity], sort_keys=True) for s in settings]
+    readers = {n: trained_data(s, root) for n, s in zip(normalizations, settings)}
     data = readers[normalizations[0]]
     networks = [load_network(c, path, teacher=False, num_classes=data.num_classes, device=device)
                 for c, (_, path, _) in zip(checkpoints, models)]

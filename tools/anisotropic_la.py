@@ -36,7 +36,7 @@ from dataloaders.download import LA_CASES_DIR  # noqa: E402
 from dataloaders.la_heart import VOLUME_FILE  # noqa: E402
 from dataloaders.msd import DATASET_JSON, IMAGES_DIR, LABELS_DIR  # noqa: E402
 from dataloaders.resampling import resample  # noqa: E402
-from evaluation.outputs import save_nifti  # noqa: E402
+from dataloaders.msd import save_nifti  # noqa: E402
 from utils.errors import UserError, report_user_errors, require_folder_or_nothing  # noqa: E402
 
 LA_SPACING = (0.625, 0.625, 0.625)  # mm, every LA case

@@ -2,15 +2,18 @@
 or full disk while saving never harms the last good file), reading it, and rebuilding its network.
 
 A checkpoint is one dict: ``iteration`` (iterations done), ``network`` (the VNet's
-configuration), ``student`` and ``teacher`` weights (``teacher`` None for labeled-only runs),
-``optimizer`` and ``scaler`` state, ``args`` (every flag of the run); what decides the data,
-which ``--resume`` compares: ``labeled_ids`` and ``unlabeled_ids`` (the training cases in
-order) and ``data_fingerprint`` ({case ID: its files' sizes and a hash of their first and last
-64 KiB}), ``spacing`` (the training voxel size in mm along X, Y, Z), ``resampled`` (whether cases were
-resampled to it) and ``data_kind`` ("h5" or "msd"); ``base_lr_changes`` (each lowering of ``--base_lr`` on a resume: iteration, from,
+configuration, its stages' ``strides`` included), ``student`` and ``teacher`` weights
+(``teacher`` None for labeled-only runs), ``optimizer`` and ``scaler`` state, ``args`` (every
+flag of the run, the data-dependent settings among them: patch, strides, voxel size,
+normalisation, window, and where each came from); what decides the data, which ``--resume``
+compares: ``labeled_ids`` and ``unlabeled_ids`` (the training cases in order) and
+``data_fingerprint`` ({case ID: its files' sizes and a hash of their first and last 64 KiB}),
+``spacing`` (the training voxel size in mm along X, Y, Z), ``resampled`` (whether cases were
+resampled to it), ``data_kind`` ("h5" or "msd") and ``intensity`` (a CT plan's normalisation,
+or None); ``base_lr_changes`` (each lowering of ``--base_lr`` on a resume: iteration, from,
 to). The training schedule adds ``random_states`` (and ``rank_random_states`` under torchrun)
 and ``best_val_dice``, the training session the ``method`` that wrote it. Checkpoints from
-before a key was added lack it.
+before a key was added lack it; ``trained_settings`` reads what a predictor needs of them all.
 """
 import errno
 import os

@@ -1,8 +1,8 @@
-"""networks/vnet.py: shapes, the published parameter count, normalizations, dropout."""
+"""networks/vnet.py: shapes, the published parameter count, normalizations, dropout, strides."""
 import pytest
 import torch
 
-from networks.vnet import NORM_LAYERS, VNet
+from networks.vnet import DEFAULT_STRIDES, NORM_LAYERS, VNet, check_strides, patch_size_problem, total_strides
 
 
 def n_params(model):
@@ -112,3 +112,31 @@ def test_no_dropout_train_mode_is_deterministic():
     model.train()
     with torch.no_grad():
         assert torch.equal(model(x), eval_out)  # no dropout, no batch statistics: modes agree
+
+
+def test_default_strides_keep_the_published_weights():
+    """Strides are values of the network: the default is the published network, its weight
+    names and shapes unchanged, so every checkpoint written before strides existed loads."""
+    published, explicit = VNet(has_dropout=True), VNet(has_dropout=True, strides=DEFAULT_STRIDES)
+    assert {k: v.shape for k, v in published.state_dict().items()} == \
+           {k: v.shape for k, v in explicit.state_dict().items()}
+    explicit.load_state_dict(published.state_dict())
+
+
+def test_in_plane_strides_keep_the_depth():
+    strides = ((2, 2, 1), (2, 2, 1), (2, 2, 2), (2, 2, 2))
+    net = VNet(n_classes=3, strides=strides).eval()
+    assert total_strides(strides) == (16, 16, 4)
+    with torch.no_grad():
+        out = net(torch.zeros(1, 1, 32, 48, 8))
+    assert out.shape == (1, 3, 32, 48, 8)
+    assert net.down1[0].kernel_size == (2, 2, 1) and net.up1[0].stride == (2, 2, 1)
+    assert patch_size_problem((32, 48, 8), strides) is None
+    assert "multiple of 4" in patch_size_problem((32, 48, 10), strides)
+    assert "multiple of 16" in patch_size_problem((32, 48, 8), DEFAULT_STRIDES)
+
+
+@pytest.mark.parametrize("bad", [((2, 2, 2),) * 3, ((2, 2, 3),) * 4, ((2, 2),) * 4, "2222"])
+def test_bad_strides_raise(bad):
+    with pytest.raises(ValueError, match="strides"):
+        check_strides(bad)
