@@ -51,8 +51,8 @@ def patch_size_problem(patch_size, strides=DEFAULT_STRIDES) -> str | None:
     for axis, size, multiple in zip("XYZ", patch_size, total_strides(strides)):
         if size < multiple or size % multiple:
             times = multiple.bit_length() - 1
-            return (f"the sides must be positive multiples of the VNet's total stride per axis "
-                    f"({' x '.join(map(str, total_strides(strides)))}: it halves {axis} {times} times); "
+            return (f"the sides must be positive multiples of {' x '.join(map(str, total_strides(strides)))}, "
+                    f"the VNet's total stride per axis (it halves {axis} {times} times); "
                     f"{size} along {axis} is not a positive multiple of {multiple}")
     return None
 

@@ -317,7 +317,8 @@ BAD_INPUT = {
     "labeled_bs > batch_size": (MT, lambda t, s: [*data_args(s), *TINY, "--labeled_bs", "5"], ["--labeled_bs"]),
     "patch too large": (MT, lambda t, s: [*data_args(s), *TINY, "--patch_size", "96", "32", "16"],
                         ["larger than every volume", "axis 0"]),
-    "patch too large sup": (SUP, lambda t, s: [*data_args(s), *TINY, "--patch_size", "32", "32", "48"],
+    # the volumes have at most 36 slices: 48 (the VNet's next multiple of 16) is padded, 64 is a wrong flag
+    "patch too large sup": (SUP, lambda t, s: [*data_args(s), *TINY, "--patch_size", "32", "32", "64"],
                             ["axis 2"]),
     "patch not multiple of 16": (MT, lambda t, s: [*data_args(s), *TINY, "--patch_size", "30", "32", "16"],
                                  ["multiples of 16", "30 32 16"]),
