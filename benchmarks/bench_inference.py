@@ -36,10 +36,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataloaders.case_lists import read_case_list  # noqa: E402
-from dataloaders.datasets import data_folder  # noqa: E402
 from inference import resolve_data  # noqa: E402
 from networks.vnet import VNet  # noqa: E402
-from utils.checkpoint import load_checkpoint, load_network, trained_normalization  # noqa: E402
+from utils.checkpoint import load_checkpoint, load_network  # noqa: E402
 from utils.device import amp_dtype, memory_format_for, memory_format_text, precision_text, select_device  # noqa: E402
 from utils.errors import report_user_errors  # noqa: E402
 from utils.metrics import multiclass_metrics  # noqa: E402
@@ -143,15 +142,15 @@ def hardware(device: torch.device) -> str:
 @report_user_errors
 def main():
     args = parse_args()
-    patch_size, data = resolve_data(args)
+    # without a checkpoint, the named dataset's window and its images as stored
+    checkpoint = load_checkpoint(args.checkpoint) if args.checkpoint else {"args": {"dataset_name": args.dataset_name}}
+    patch_size, data = resolve_data(args, checkpoint)  # the images as the network saw them
     num_classes = data.num_classes
     case_ids = read_case_list(args.test_list or data.lists_dir / "test.list")[:args.cases]
     device = select_device(args.gpu)
     if args.checkpoint:
-        checkpoint = load_checkpoint(args.checkpoint)
         model = load_network(checkpoint, Path(args.checkpoint), teacher=args.teacher, num_classes=num_classes,
                              device=device)
-        data = data_folder(data.root, trained_normalization(checkpoint))  # the images as the network saw them
         weights = f"{args.checkpoint} ({'teacher' if args.teacher else 'student'})"
     else:
         torch.manual_seed(args.seed)
