@@ -1,11 +1,7 @@
 """The planning experiment's table: each run's last-checkpoint Dice (mean over foreground classes,
 %) from its evaluations' summary.json, then the differences paired by seed.
 
-    python experiments/2026-12-06-cpu-plan/collect.py <model folder> [<own-data evaluations>] > results.md
-
-The optional second folder holds the README own-data run's evaluations on Hippocampus
-dev_val.list (devval, devval_teacher, devval_window8, devval_teacher_window8): one more model
-of the same recipe (17 labeled, 151 unlabeled, 1000 iterations), its cases in another order.
+    python experiments/2026-12-06-cpu-plan/collect.py <model folder> > results.md
 """
 import json
 import statistics
@@ -52,13 +48,6 @@ def spread(values) -> str:
 def main():
     model = Path(sys.argv[1])
     table = [scores(model, pattern, evaluation) for _, pattern, evaluation in ROWS]
-    if len(sys.argv) > 2:  # the own-data run counts as one more Hippocampus model
-        own = Path(sys.argv[2])
-        for row, evaluation in zip(range(4, 8), ("devval", "devval_teacher", "devval_window8",
-                                                 "devval_teacher_window8")):
-            summary = own / evaluation / "summary.json"
-            if summary.is_file():
-                table[row]["own-data run"] = mean_dice(summary)
     print("| run | Dice % (mean ± std over seeds) | per seed |\n|---|---|---|")
     for (label, _, _), found in zip(ROWS, table):
         print(f"| {label} | {spread(found.values())} | "
