@@ -67,7 +67,8 @@ def mt_run(syn, tmp_path_factory):
 @pytest.fixture(scope="module")
 def sup_run(syn, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("sup")
-    proc = run_script(SUP, [*dev_split(syn, cwd), *FULL, "--amp", "1"], cwd)
+    # bf16 with a batch of two tiny patches overflows BatchNorm within 2-4 steps at 0.01 on an AMD EPYC
+    proc = run_script(SUP, [*dev_split(syn, cwd), *FULL, "--amp", "1", "--base_lr", "0.001"], cwd)
     return proc, run_dir(cwd, "SUP")
 
 
