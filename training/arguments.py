@@ -10,7 +10,7 @@ from dataloaders.case_split import training_split
 from dataloaders.check_data import print_data_report
 from dataloaders.datasets import (DATASETS, INTENSITY_NORMALIZATIONS, at_training_spacing, data_folder, dataset_label,
                                   is_own_data, root_or_default)
-from networks.vnet import check_strides, patch_size_problem, strides_text, total_strides
+from networks.vnet import DEFAULT_STRIDES, check_strides, patch_size_problem, strides_text, total_strides
 from planning.fingerprint import data_fingerprint, describe
 from planning.planner import DEFAULT_BUDGET, make_plan
 from training.planned_settings import PLAN, resolve_settings, settings_text
@@ -258,7 +258,7 @@ class DataSettings:
     target_spacing: tuple | None = None  # MSD: --target_spacing or the plan's (None: the median, where spacings differ)
     spacing_source: str = "--target_spacing"  # who chose target_spacing, for the header
     intensity: dict | None = None  # MSD: how images are normalised (None: z-scored per case)
-    strides: tuple = ((2, 2, 2),) * 4  # the VNet's per stage
+    strides: tuple = DEFAULT_STRIDES  # the VNet's per stage
     settings_text: str = ""  # the header line: each data-dependent setting and its source
 
 
