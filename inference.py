@@ -14,6 +14,10 @@ checkpoints, ``--teacher`` and ``--lcc`` get their own folders: ``test_teacher``
     <ID>_pred.nii.gz, <ID>_img.nii.gz, <ID>_gt.nii.gz    with --save_pred
     <ID>_overlay.png    with --save_png: fullest axial, coronal and sagittal slices, ground
                         truth outlined in green, prediction in red (yellow where they agree)
+    uncertainty_vs_dice.png    with --uncertainty: each case's uncertainty score against its
+                        Dice; metrics.csv gets the score columns, summary.json their rank
+                        correlation (``evaluation.uncertainty``: the segmentations and their
+                        metrics stay those of the run without the flag)
 
 Every test case is checked before the first prediction (readable, 3D, finite image, labels
 inside the classes), and none may be one of the checkpoint's training cases unless
@@ -46,6 +50,7 @@ from evaluation.output_folder import EvaluationFolder
 from evaluation.outputs import Log, json_ready
 from evaluation.predictor import Predictor, check_window_settings, default_window, network_strides, trained_data
 from evaluation.report import summarize, table
+from evaluation.uncertainty_report import failure_detection, plot_score_against_dice
 from training.run_folder import find_run_folder, run_checkpoint
 from utils.checkpoint import load_checkpoint, trained_settings
 from utils.device import precision_text, runtime_versions, select_device
@@ -99,6 +104,9 @@ def parse_args():
                           "and the NIfTI files")
     out.add_argument("--save_pred", action="store_true", help="write prediction, image and label as NIfTI")
     out.add_argument("--save_png", action="store_true", help="write an overlay picture of each case")
+    out.add_argument("--uncertainty", action="store_true",
+                     help="also score each case's uncertainty (x/y-mirrored passes: 4x the prediction time), "
+                          "its correlation with Dice and uncertainty_vs_dice.png")
     out.add_argument("--out", default=None, help="output folder (default: <run folder>/test)")
     out.add_argument("--overwrite", action="store_true",
                      help="replace a finished evaluation in the output folder (refused otherwise)")
@@ -177,6 +185,18 @@ def images_text(data) -> str:
     return "images z-scored per case" if data.kind == "msd" or data.normalize == "case" else "images as stored"
 
 
+def uncertainty_summary(rows: list[dict], folder: Path, title: str) -> dict:
+    """Per case, the scan's uncertainty score against its mean Dice over the foreground classes:
+    ``failure_detection`` of the two, and the picture of it (uncertainty_vs_dice.png)."""
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    scores = [next(r["scan_uncertainty"] for r in rows if r["case"] == c) for c in cases]
+    dice = [float(np.mean([r["dice"] for r in rows if r["case"] == c])) for c in cases]
+    plot_score_against_dice(folder / "uncertainty_vs_dice.png", cases, scores, dice,
+                            title=title)
+    return {"score": "the mean of the expected Dice error and the mirrored passes' disagreement (evaluation.uncertainty)",
+            **failure_detection(cases, scores, dice)}
+
+
 @report_user_errors
 def main():
     args = parse_args()
@@ -240,10 +260,16 @@ def main():
         for case_id, (image, label) in zip(progress, volumes):
             start = time.perf_counter()
             own_spacing = data.spacing(case_id) if trained_at else None
-            if own_spacing and differs(own_spacing, trained_at, tolerance):
-                predicted, _ = predictor.predict_at_spacing(image, own_spacing, trained_at)
+            resampled = bool(own_spacing and differs(own_spacing, trained_at, tolerance))
+            if resampled:
                 log(f"{case_id}: predicted at the training voxel size {trained_at} mm (its own: {own_spacing}) "
                     "and brought back to its grid")
+            uncertainty = None
+            if args.uncertainty:
+                predicted, _, uncertainty = predictor.predict_with_uncertainty(
+                    image, own_spacing if resampled else None, trained_at if resampled else None)
+            elif resampled:
+                predicted, _ = predictor.predict_at_spacing(image, own_spacing, trained_at)
             else:
                 predicted, _ = predictor.predict(image)  # with --lcc, its time is in predict_s
             predict_seconds = time.perf_counter() - start
@@ -252,7 +278,12 @@ def main():
             metrics_seconds = time.perf_counter() - start_metrics
             seconds = time.perf_counter() - start
             for m in case_metrics:
-                rows.append({"case": case_id, **m, "lcc": args.lcc, "predict_s": round(predict_seconds, 3),
+                scores = {} if uncertainty is None else {
+                    "uncertainty": round(uncertainty.per_class[m["class"] - 1], 6),
+                    "expected_dice_error": round(uncertainty.expected_dice_error[m["class"] - 1], 6),
+                    "flip_disagreement": round(uncertainty.flip_disagreement[m["class"] - 1], 6),
+                    "scan_uncertainty": round(uncertainty.score, 6), "scan_entropy": round(uncertainty.entropy, 6)}
+                rows.append({"case": case_id, **m, **scores, "lcc": args.lcc, "predict_s": round(predict_seconds, 3),
                              "metrics_s": round(metrics_seconds, 3), "total_s": round(seconds, 3)})
                 if m["empty_pred"] or m["empty_gt"]:
                     log(f"warning: case {case_id} class {m['class']}: "
@@ -261,6 +292,7 @@ def main():
                         + " (Dice 0, 95HD and ASD NaN)")
             log(f"{case_id}: " + ", ".join(f"class {m['class']} Dice {m['dice']:.4f} 95HD {m['hd95']:.2f} "
                                            f"ASD {m['asd']:.2f}" for m in case_metrics)
+                + ("" if uncertainty is None else f", uncertainty {uncertainty.score:.4f}")
                 + f" ({predict_seconds:.2f} s windows + {metrics_seconds:.2f} s metrics)")
             if args.save_pred:  # every rank writes its own cases into rank 0's staging folder
                 nifti_spacing = voxel_size(args, data, case_id)
@@ -298,11 +330,20 @@ def main():
                    "seconds_per_case": {k: float(np.mean([r[k] for r in case_rows]))
                                         for k in ("predict_s", "metrics_s", "total_s")},
                    "nifti_voxel_size": nifti_voxel_size_note(args, data) if args.save_pred else None,
+                   "uncertainty": uncertainty_summary(
+                       rows, folder.staging, f"{path.parent.parent.name} {path.parent.name} {path.stem}"
+                       + " teacher" * args.teacher) if args.uncertainty else None,
                    "flags": vars(args), "device": str(device), "runtime": runtime_versions()}
 
         log()
         for line in table(summary):
             log(line)
+        if summary["uncertainty"]:
+            found = summary["uncertainty"]
+            log(f"uncertainty against Dice over {found['cases']} cases: Spearman "
+                + ("n/a" if found["spearman"] is None else f"{found['spearman']:.3f}")
+                + f"; {found['worst_in_top']} of the {len(found['worst_by_dice'])} worst by Dice in the top "
+                  f"{len(found['top_by_score'])} by score ({', '.join(found['top_by_score'])})")
         log(f"written to {out}")
         log.close()
         (folder.staging / "summary.json").write_text(json.dumps(json_ready(summary), indent=2))

@@ -3,6 +3,7 @@
     python predict.py -i scans/ -o segmentations/ --checkpoint model/LA_vnet_16_labeled/MT/iter_6000.pth
     python predict.py -i case_0000.nii.gz -o out/ --labelnum 16 --model MT     # the run folder's last iter_N.pth
     python predict.py -i cases.list -o out/ --checkpoint ... --lcc --save_prob
+    python predict.py -i scans/ -o out/ --checkpoint ... --uncertainty          # which to check first
 
 IN is one scan, a folder (every scan in it, and the LA layout's ``<ID>/mri_norm2.h5``, sorted)
 or a ``.list``/``.txt`` file of scan paths, one a line (relative to the list's folder). Scans
@@ -13,6 +14,13 @@ taken as 0.625 mm voxels). For each scan OUT gets
                         and direction, so it lies on the scan in 3D Slicer or ITK-SNAP
     <case>_prob.nii.gz  with --save_prob: the softmax of every class, one float32 NIfTI vector
                         image (C values per voxel; nibabel reads it as (X, Y, Z, 1, C))
+    <case>_uncertainty.nii.gz   with --uncertainty: each voxel's uncertainty (float32, 0 certain
+                        .. 1 a uniform guess: the normalised entropy of the softmax averaged
+                        over the scan and its x/y mirror images)
+    uncertainty.csv     with --uncertainty: one row per scan, most uncertain first: its score
+                        (the segmentation's expected Dice error; ``evaluation.uncertainty``),
+                        volume (mL) and connected components per class, flagged or not and why
+                        (``evaluation.uncertainty_table``); rewritten after every scan
 
 where <case> is the file name without its extension and without nnU-Net's ``_0000`` channel
 ending (``<ID>`` for ``<ID>/mri_norm2.h5``). Nothing is overwritten: a scan whose output is
@@ -49,13 +57,18 @@ from dataloaders.la_heart import zscore_finite
 from dataloaders.msd import normalize_intensities
 from dataloaders.resampling import differs, prediction_tolerance
 from evaluation.predictor import Predictor, check_window_settings, default_window, network_strides
-from evaluation.scans import case_name, list_scans, read_scan, write_probabilities, write_segmentation
+from evaluation.scans import (case_name, list_scans, read_scan, write_probabilities, write_segmentation,
+                              write_voxel_map)
+from evaluation.uncertainty import components_per_class, volumes_ml
+from evaluation.uncertainty_table import flag_rows, flag_summary, read_rows, scan_row, write_rows
 from training.run_folder import find_run_folder, run_checkpoint
 from utils.checkpoint import TrainedSettings, load_checkpoint, trained_settings
 from utils.device import select_device
 from utils.errors import ArgumentParser, UserError, report_user_errors, require_folder_or_nothing
 
 PROB_SUFFIX = "_prob"
+UNCERTAINTY_SUFFIX = "_uncertainty"
+UNCERTAINTY_TABLE = "uncertainty.csv"
 
 
 def parse_args():
@@ -83,6 +96,10 @@ def parse_args():
     out = p.add_argument_group("outputs")
     out.add_argument("--lcc", action="store_true", help="keep the largest connected component of each class")
     out.add_argument("--save_prob", action="store_true", help="also write <case>_prob.nii.gz, the class probabilities")
+    out.add_argument("--uncertainty", action="store_true",
+                     help="also write <case>_uncertainty.nii.gz and uncertainty.csv (4 passes per scan: x/y mirrored)")
+    out.add_argument("--flag_score", type=float, default=None,
+                     help="with --uncertainty: also flag every scan scoring at least this (0..1)")
     out.add_argument("--overwrite", action="store_true", help="replace outputs that exist (skipped otherwise)")
     return p.parse_args()
 
@@ -97,7 +114,7 @@ def find_checkpoint(args) -> Path:
                           args.iteration)
 
 
-def plan_outputs(scans: list[Path], out: Path, save_prob: bool) -> list[list[Path]]:
+def plan_outputs(scans: list[Path], out: Path, save_prob: bool, uncertainty: bool = False) -> list[list[Path]]:
     """The files each scan writes into ``out``; two scans of one case name, or an output that
     would replace its own scan, are a ``UserError`` before anything is predicted."""
     plans, owner = [], {}
@@ -107,7 +124,8 @@ def plan_outputs(scans: list[Path], out: Path, save_prob: bool) -> list[list[Pat
             raise UserError(f"{owner[case]} and {scan} would both be written as {out / case}.nii.gz; "
                             "rename one, or predict them into different folders")
         owner[case] = scan
-        files = [out / f"{case}.nii.gz"] + ([out / f"{case}{PROB_SUFFIX}.nii.gz"] if save_prob else [])
+        files = ([out / f"{case}.nii.gz"] + ([out / f"{case}{PROB_SUFFIX}.nii.gz"] if save_prob else [])
+                 + ([out / f"{case}{UNCERTAINTY_SUFFIX}.nii.gz"] if uncertainty else []))
         if any(f.resolve() == scan.resolve() for f in files):
             raise UserError(f"the output for {scan} would replace the scan itself; choose another -o folder")
         plans.append(files)
@@ -142,18 +160,24 @@ def normalized(voxels: np.ndarray, path: Path, rule: str, intensity: dict | None
 
 
 def predict_scan(predictor: Predictor, scan, *, rule: str, spacing, tolerance: float, save_prob: bool,
-                 intensity: dict | None = None) -> tuple:
-    """(labels (X, Y, Z) uint8, probabilities (C, X, Y, Z) or None, a note or "") of one scan,
-    normalised by ``rule`` and ``intensity`` (see ``normalized``), predicted at the training
-    voxel size ``spacing`` (mm) and brought back where it is more than ``tolerance`` off on an
-    axis."""
+                 intensity: dict | None = None, uncertainty: bool = False) -> tuple:
+    """(labels (X, Y, Z) uint8, probabilities (C, X, Y, Z) or None, a note or "", the
+    ``ScanUncertainty`` or None) of one scan, normalised by ``rule`` and ``intensity`` (see
+    ``normalized``), predicted at the training voxel size ``spacing`` (mm) and brought back
+    where it is more than ``tolerance`` off on an axis; with ``uncertainty``, the mirrored passes
+    score it (the labels are those of the unmirrored pass all the same)."""
     image = normalized(scan.voxels, scan.path, rule, intensity)  # before resampling, as training reads MSD cases
-    if spacing is None or not differs(scan.spacing, spacing, tolerance):
+    resampled = spacing is not None and differs(scan.spacing, spacing, tolerance)
+    note = f", predicted at the training {mm(spacing)} (its own {mm(scan.spacing)}) and brought back" if resampled else ""
+    if uncertainty:
+        labels, probabilities, scores = predictor.predict_with_uncertainty(
+            image, scan.spacing if resampled else None, spacing if resampled else None)
+        return labels, probabilities if save_prob else None, note, scores
+    if not resampled:
         labels, probabilities = predictor.predict(image, with_probabilities=save_prob)
-        return labels, probabilities, ""
+        return labels, probabilities, note, None
     labels, probabilities = predictor.predict_at_spacing(image, scan.spacing, spacing)
-    note = f", predicted at the training {mm(spacing)} (its own {mm(scan.spacing)}) and brought back"
-    return labels, probabilities if save_prob else None, note
+    return labels, probabilities if save_prob else None, note, None
 
 
 def mm(spacing) -> str:
@@ -166,7 +190,11 @@ def main():
     scans = list_scans(args.input)
     out = Path(args.output)
     require_folder_or_nothing(out, "-o")
-    plans = plan_outputs(scans, out, args.save_prob)
+    if args.flag_score is not None and not args.uncertainty:
+        raise UserError("--flag_score flags scans by their uncertainty score; add --uncertainty")
+    if args.flag_score is not None and not 0 <= args.flag_score <= 1:
+        raise UserError(f"--flag_score must be between 0 and 1 (an expected Dice error), got {args.flag_score}")
+    plans = plan_outputs(scans, out, args.save_prob, args.uncertainty)
     path = find_checkpoint(args)
     checkpoint = load_checkpoint(path, map_location="cpu")
     window = default_window(checkpoint, args.patch_size, args.stride_xy, args.stride_z)
@@ -190,6 +218,9 @@ def main():
     print(f"training voxel size {mm(spacing)}: scans more than {tolerance:.0%} off on an axis are resampled "
           "to it and predicted back on their own grid" if spacing else
           "the checkpoint does not store its training voxel size: every scan is predicted at its own spacing")
+    table_path = out / UNCERTAINTY_TABLE
+    table = {row["scan"]: row for row in read_rows(table_path)} if args.uncertainty else {}
+    unscored = []  # skipped scans the table has no row for
     done, failed, skipped, seconds = 0, 0, 0, 0.0
     progress = tqdm(list(zip(scans, plans)), desc="scans", dynamic_ncols=True, disable=None)  # no bar when piped
     try:
@@ -198,16 +229,25 @@ def main():
             if existing and not args.overwrite:
                 skipped += 1
                 tqdm.write(f"{case_name(scan_path)}: {existing[0]} exists, skipped (--overwrite replaces it)")
+                if args.uncertainty and case_name(scan_path) not in table:
+                    unscored.append(case_name(scan_path))
                 continue
             start = time.perf_counter()
             try:
                 scan = read_scan(scan_path)
-                labels, probabilities, note = predict_scan(predictor, scan, rule=rule, spacing=spacing,
-                                                           tolerance=tolerance, save_prob=args.save_prob,
-                                                           intensity=settings.intensity)
+                labels, probabilities, note, scores = predict_scan(
+                    predictor, scan, rule=rule, spacing=spacing, tolerance=tolerance, save_prob=args.save_prob,
+                    intensity=settings.intensity, uncertainty=args.uncertainty)
                 write_segmentation(labels, scan.image, files[0])
                 if args.save_prob:
                     write_probabilities(probabilities, scan.image, files[1])
+                if scores is not None:
+                    write_voxel_map(scores.voxel_map, scan.image, files[-1])
+                    case = case_name(scan_path)
+                    table[case] = scan_row(case, files[0], scores, volumes_ml(labels, predictor.num_classes, scan.spacing),
+                                           components_per_class(labels, predictor.num_classes))
+                    write_rows(table_path, flag_rows(list(table.values()), args.flag_score)[0])
+                    note += f", uncertainty {scores.score:.4f}"
             except (UserError, MemoryError) as err:  # this scan only; the others go on
                 failed += 1
                 reason = str(err) if isinstance(err, UserError) else f"{scan_path}: out of memory ({err})"
@@ -220,6 +260,12 @@ def main():
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted after {done} of {len(scans)} scan(s); the files in {out} are complete "
                                 "(a rerun skips them)") from None
+    if args.uncertainty and table:
+        rows, fence = flag_rows(list(table.values()), args.flag_score)
+        write_rows(table_path, rows)
+        print(f"{flag_summary(rows, fence, args.flag_score)}; most uncertain first in {table_path}"
+              + (f"; {len(unscored)} skipped scan(s) have no score (predicted before without --uncertainty: "
+                 f"--overwrite scores them): {', '.join(unscored[:5])}" if unscored else ""))
     print(f"{done} predicted, {failed} failed, {skipped} skipped of {len(scans)} scan(s); "
           f"{seconds / done if done else 0:.2f} s per predicted scan; device {device}")
     sys.exit(1 if failed else 0)

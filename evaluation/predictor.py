@@ -14,6 +14,7 @@ import torch
 from dataloaders.datasets import DATASETS, DataFolder, data_folder
 from dataloaders.resampling import resample
 from networks.vnet import DEFAULT_STRIDES, patch_size_problem
+from evaluation.uncertainty import FLIP_AXES, ScanUncertainty, UncertaintyAccumulator, flip_sets
 from utils.checkpoint import TrainedSettings, load_network, trained_settings
 from utils.device import amp_dtype, memory_format_for, memory_format_text, precision_text
 from utils.errors import UserError
@@ -125,10 +126,40 @@ class Predictor:
         size ``spacing`` (mm) predicted at the voxel size ``target`` the network was trained at:
         the image resampled to it (linear), the probabilities resampled back onto the image's
         own grid (linear, the border value past the last voxel centre), then ``labels``."""
-        moved = resample(image, spacing, target, is_label=False)
-        probabilities = self._probabilities(moved)
-        back = np.stack([resample(p, target, spacing, is_label=False, shape=image.shape) for p in probabilities])
+        back = self.probabilities_on_grid(image, spacing, target)
         return self.labels(back), back
+
+    def probabilities_on_grid(self, image, spacing=None, target=None, flip: tuple = ()) -> np.ndarray:
+        """The window-averaged softmax (C, X, Y, Z) float32 of an (X, Y, Z) image on its own
+        grid: predicted at the voxel size ``target`` where given (the image resampled there from
+        ``spacing``, the probabilities back, as ``predict_at_spacing``), of the image mirrored
+        along the axes ``flip`` and mirrored back."""
+        moved = image if target is None else resample(image, spacing, target, is_label=False)
+        if flip:
+            moved = np.ascontiguousarray(np.flip(moved, axis=flip))
+        probabilities = self._probabilities(moved)
+        if flip:
+            probabilities = np.ascontiguousarray(np.flip(probabilities, axis=tuple(a + 1 for a in flip)))
+        if target is None:
+            return probabilities
+        return np.stack([resample(p, target, spacing, is_label=False, shape=np.shape(image)) for p in probabilities])
+
+    def predict_with_uncertainty(self, image, spacing=None, target=None,
+                                 flip_axes=FLIP_AXES) -> tuple[np.ndarray, np.ndarray, ScanUncertainty]:
+        """(labels, probabilities, uncertainty) of an (X, Y, Z) image: the labels and
+        probabilities of the unflipped pass, as ``predict`` (or, with ``target``,
+        ``predict_at_spacing``) gives them, so that asking for the uncertainty never changes a
+        segmentation; then one pass per mirroring over ``flip_axes`` for the uncertainty
+        (``evaluation.uncertainty``)."""
+        passes = UncertaintyAccumulator()
+        probabilities = None
+        for flip in flip_sets(flip_axes):
+            current = self.probabilities_on_grid(image, spacing, target, flip)
+            passes.add(current)
+            if probabilities is None:
+                probabilities = current
+        labels = self.labels(probabilities)
+        return labels, probabilities, passes.result(labels)
 
     def _probabilities(self, image) -> np.ndarray:
         """The window-averaged softmax (C, X, Y, Z) float32 on the CPU."""

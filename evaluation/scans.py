@@ -300,6 +300,12 @@ def write_probabilities(probabilities: np.ndarray, reference, path) -> Path:
     return _write_atomically(image_like(probabilities.astype(np.float32, copy=False), reference), path)
 
 
+def write_voxel_map(values: np.ndarray, reference, path) -> Path:
+    """A (X, Y, Z) map of one value per voxel (e.g. uncertainty) as float32 NIfTI at ``path`` in
+    ``reference``'s geometry; atomically."""
+    return _write_atomically(image_like(values.astype(np.float32, copy=False), reference), path)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
