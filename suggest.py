@@ -66,13 +66,15 @@ def parse_args():
 
 
 def cases_to_rank(args, checkpoint: dict) -> tuple:
-    """(data folder, labeled IDs, unlabeled IDs, where they come from): the training split of
-    the data flags, each flag not given being the checkpoint's run's."""
+    """(data folder, labeled IDs, unlabeled IDs, where they come from, --labelnum or None): the
+    training split of the data flags, each flag not given being the checkpoint's run's."""
     settings = trained_settings(checkpoint)
     run = checkpoint.get("args") or {}
     root = args.root_path or run.get("root_path")
     train_list = args.train_list or run.get("train_list")
-    labelnum = args.labelnum if args.labelnum is not None else run.get("labelnum")
+    # a run without --labelnum took the cases with label files as labeled (its stored labelnum is their count)
+    labelnum = args.labelnum if args.labelnum is not None else (None if run.get("labels_from_files")
+                                                                else run.get("labelnum"))
     extra = args.unlabeled_dir or run.get("unlabeled_dir") or []
     if not root:
         raise UserError("the checkpoint does not say which folder it was trained on; pass --root_path")
@@ -81,8 +83,8 @@ def cases_to_rank(args, checkpoint: dict) -> tuple:
     if train_list:
         train_list = str(data.list_file(train_list))
     split = training_split(data, train_list, labelnum)
-    return data, split.labeled, split.unlabeled, (f"{train_list or data.root}"
-                                                  + (f", the first {labelnum} labeled" if labelnum is not None else ""))
+    source = f"{train_list or data.root}" + (f", the first {labelnum} labeled" if labelnum is not None else "")
+    return data, split.labeled, split.unlabeled, source, labelnum
 
 
 def check_fits(checkpoint: dict, data, path: Path) -> None:
@@ -110,7 +112,7 @@ def main():
         raise UserError(f"-n must be at least 1, got {args.number}")
     path = Path(args.checkpoint)
     checkpoint = load_checkpoint(path, map_location="cpu")
-    data, labeled, unlabeled, source = cases_to_rank(args, checkpoint)
+    data, labeled, unlabeled, source, labelnum = cases_to_rank(args, checkpoint)
     check_fits(checkpoint, data, path)
     if not unlabeled:
         raise UserError(f"no unlabeled case among the {len(labeled)} training cases of {source}; add unlabeled images "
@@ -166,8 +168,10 @@ def main():
           + (" (spread over the 3N most uncertain)" if args.spread else " (the most uncertain)") + ":")
     for i in chosen:
         print(f"  {cases[i]}  score {scores[i]:.4f}  rank {ranks[i]}")
-    print(f"written {out}, {table_out}; once they are labeled: --train_list {train_out} "
-          f"--labelnum {len(labeled) + args.number}" + (f"; {failed} case(s) could not be read" if failed else ""))
+    print(f"written {out}, {train_out}, {table_out}; once they are labeled, train again "
+          + ("as before (the cases with label files are the labeled ones)" if labelnum is None else
+             f"with --train_list {train_out} --labelnum {len(labeled) + args.number}")
+          + (f"; {failed} case(s) could not be read" if failed else ""))
     sys.exit(1 if failed else 0)
 
 
