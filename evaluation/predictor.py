@@ -152,13 +152,13 @@ class Predictor:
         segmentation; then one pass per mirroring over ``flip_axes`` for the uncertainty
         (``evaluation.uncertainty``)."""
         passes = UncertaintyAccumulator()
-        probabilities = None
+        probabilities = labels = None
         for flip in flip_sets(flip_axes):
             current = self.probabilities_on_grid(image, spacing, target, flip)
-            passes.add(current)
+            current_labels = self.labels(current)  # with lcc, as the delivered segmentation
+            passes.add(current, current_labels)
             if probabilities is None:
-                probabilities = current
-        labels = self.labels(probabilities)
+                probabilities, labels = current, current_labels
         return labels, probabilities, passes.result(labels)
 
     def _probabilities(self, image) -> np.ndarray:

@@ -10,9 +10,10 @@ From the passes:
   both 0 for a segmentation beyond doubt and growing with the doubtful voxels *relative to the
   structure's size*, which is what Dice punishes (a thin uncertain rim costs a large structure
   little and a small one much):
-  - ``expected_dice_error``: ``1 - 2 sum(p * s) / (sum(p) + sum(s))``, where ``p`` is the mean
-    softmax of the class and ``s`` the segmentation's mask of it (were the softmax calibrated,
-    one minus the Dice the segmentation can expect);
+  - ``expected_dice_error``: ``1 - (2 sum(p * s) + 1) / (sum(p) + sum(s) + 1)``, where ``p`` is
+    the mean softmax of the class and ``s`` the segmentation's mask of it (were the softmax
+    calibrated, about one minus the Dice the segmentation can expect; the one voxel added
+    makes a class that is left out and expected nowhere certain, not failed);
   - ``flip_disagreement``: one minus the mean Dice of the mirrored passes' segmentations with
     it (what changes when the same scan is shown mirrored);
 * the class's score: the mean of the two; the scan's **score**: the mean over the classes.
@@ -49,14 +50,16 @@ def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
     return (entropy / np.log(probabilities.shape[0])).astype(np.float32)
 
 
-def expected_dice_error(probabilities: np.ndarray, labels: np.ndarray) -> list[float]:
-    """Per foreground class, 1 - soft Dice of the class probabilities against the label map's
-    mask of it (0 where neither predicts nor expects the class anywhere)."""
+def expected_dice_error(probabilities: np.ndarray, labels: np.ndarray, smooth: float = 1.0) -> list[float]:
+    """Per foreground class, ``1 - (2 sum(p * s) + smooth) / (sum(p) + sum(s) + smooth)``: one
+    minus the soft Dice of the class probabilities ``p`` against the label map's mask ``s`` of
+    it. ``smooth`` (one voxel) matters only where the class is about absent: a class the
+    segmentation leaves out while the network expects less than a voxel of it is certain (about
+    0), not a failure (1), as a class missing from some scans (a tumour) should be."""
     errors = []
     for c in range(1, probabilities.shape[0]):
         p, s = probabilities[c].astype(np.float64), labels == c
-        denominator = p.sum() + s.sum()
-        errors.append(float(1.0 - 2.0 * p[s].sum() / denominator) if denominator > 0 else 0.0)
+        errors.append(float(1.0 - (2.0 * p[s].sum() + smooth) / (p.sum() + s.sum() + smooth)))
     return errors
 
 
@@ -86,11 +89,15 @@ class UncertaintyAccumulator:
     def __init__(self):
         self.total, self.count, self.pass_labels = None, 0, []
 
-    def add(self, probabilities: np.ndarray) -> None:
+    def add(self, probabilities: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """One pass's probabilities and its segmentation made as the delivered one is made
+        (the same clean-up: else what the clean-up removes would count as disagreement);
+        ``labels`` None: the argmax."""
         probabilities = np.asarray(probabilities, np.float32)
         self.total = probabilities.copy() if self.total is None else self.total + probabilities
         self.count += 1
-        self.pass_labels.append(np.argmax(probabilities, axis=0).astype(np.uint8))
+        self.pass_labels.append(np.argmax(probabilities, axis=0).astype(np.uint8) if labels is None
+                                else np.asarray(labels, np.uint8))
 
     @property
     def mean(self) -> np.ndarray:

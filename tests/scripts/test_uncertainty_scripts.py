@@ -140,8 +140,9 @@ def predicted(trained, scans, tmp_path_factory):
     common = ["-i", scans.folder, "--checkpoint", trained.checkpoint, "--save_prob", *STRIDES]
     with_flag = ok(run_script("predict.py", [*common, "-o", out / "with", "--uncertainty"], trained.cwd))
     without = ok(run_script("predict.py", [*common, "-o", out / "without"], trained.cwd))
+    assert without.stderr == ""
     return SimpleNamespace(with_=out / "with", without=out / "without", stdout=with_flag.stdout,
-                           stderr=with_flag.stderr, plain_stdout=without.stdout)
+                           stderr=with_flag.stderr)
 
 
 # --- predict.py ------------------------------------------------------------------------------
@@ -160,8 +161,10 @@ def test_predict_writes_the_voxel_map_in_the_scans_geometry(predicted, scans):
         assert uncertainty.max() > 0  # a 20-iteration network is unsure somewhere
     lines = predicted.stdout.strip().splitlines()
     assert lines[-1].startswith("3 predicted, 0 failed, 0 skipped of 3 scan(s)")
-    assert lines[-2].startswith("0 of 3 scan(s) flagged; no fence under 5 scans; most uncertain first in ") or \
-        "an empty class" in lines[-2]
+    # the summary of the flags: under 5 scans and without --flag_score only an empty class flags a scan
+    empty = sum(not voxels(predicted.with_ / f"{name}.nii.gz").any() for name in scans.paths)
+    assert lines[-2] == (f"{empty} of 3 scan(s) flagged" + (f" ({empty} an empty class)" if empty else "")
+                         + f"; no fence under 5 scans; most uncertain first in {predicted.with_ / 'uncertainty.csv'}")
     assert all(any(line.startswith(f"{name}: ") and ", uncertainty " in line for line in lines) for name in scans.paths)
 
 
@@ -273,12 +276,11 @@ def test_flag_score_errors_are_one_line(trained, scans, monkeypatch, capsys, tmp
     usual = ["-i", scans.paths["atrium"], "-o", tmp_path / "out", "--checkpoint", trained.checkpoint]
     one_line_error(run_script("predict.py", [*usual, "--flag_score", "0.5"], trained.cwd),
                    "--flag_score flags scans by their uncertainty score; add --uncertainty")
-    one_line_error(run_script("predict.py", [*usual, "--uncertainty", "--flag_score", "2"], trained.cwd),
-                   "--flag_score must be between 0 and 1 (an expected Dice error), got 2.0")
-    code, _, err = run_in_process(predict, monkeypatch, capsys, trained.cwd,
-                                  [*usual, "--uncertainty", "--flag_score", "-0.1"])
-    assert code == 2
-    one_line_error(err, "--flag_score must be between 0 and 1")
+    for value in ("2", "-0.1"):
+        code, _, err = run_in_process(predict, monkeypatch, capsys, trained.cwd,
+                                      [*usual, "--uncertainty", "--flag_score", value])
+        assert code == 2
+        one_line_error(err, f"--flag_score must be between 0 and 1 (an expected Dice error), got {float(value)}")
     assert not (tmp_path / "out").exists()
 
 
@@ -300,7 +302,8 @@ def test_inference_scores_the_cases_and_keeps_their_dice(trained, syn, monkeypat
     rows = read_csv(tmp_path / "with" / "metrics.csv")
     plain = read_csv(tmp_path / "without" / "metrics.csv")
     assert [r["case"] for r in rows] == [r["case"] for r in plain] == cases
-    assert {"uncertainty", "expected_dice_error", "flip_disagreement", "scan_uncertainty", "scan_entropy"} <= set(rows[0])
+    assert {"uncertainty", "expected_dice_error", "flip_disagreement", "scan_uncertainty",
+            "scan_entropy"} <= set(rows[0])
     assert "uncertainty" not in plain[0]
     for row, other in zip(rows, plain):
         for metric in ("dice", "jaccard", "hd95", "asd"):
@@ -407,15 +410,18 @@ def test_suggest_refusals_are_one_line(trained, pool, monkeypatch, capsys, tmp_p
     torch.save({**stored, "network": {**stored["network"], "n_classes": 3}}, three)
     one_line_error(run_script("suggest.py", ["--checkpoint", three, *usual, "--labelnum", "2"], trained.cwd),
                    f"{three} predicts 3 classes (background included) but {pool.root} has 2")
+    labeled_only = tmp_path / "labeled.list"  # the four labeled crops, all labeled: nothing to rank
+    labeled_only.write_text("\n".join(pool.ids[:4]) + "\n")
     for args, expected in (
-            ([*usual, "--labelnum", str(len(pool.ids))], f"no unlabeled case among the {len(pool.ids)} training cases"),
+            (["--root_path", pool.root, "--train_list", labeled_only, "--labelnum", "4", "--out", tmp_path / "s.list"],
+             f"no unlabeled case among the 4 training cases of {labeled_only}, the first 4 labeled"),
             ([*usual, "--labelnum", "2", "-n", "0"], "-n must be at least 1, got 0"),
             ([*usual, "--labelnum", "2", "-n", "6"], "-n 6: there are only 5 unlabeled cases")):
         code, _, err = run_in_process(suggest, monkeypatch, capsys, trained.cwd,
                                       ["--checkpoint", trained.checkpoint, *args])
         assert code == 2, (args, err)
         one_line_error(err, expected)
-    assert not list(tmp_path.glob("s*"))
+    assert not list(tmp_path.glob("s.*")) and not list(tmp_path.glob("s_*"))
 
 
 def test_suggest_names_an_unreadable_case_and_ranks_the_others(trained, pool, tmp_path):
@@ -432,4 +438,5 @@ def test_suggest_names_an_unreadable_case_and_ranks_the_others(trained, pool, tm
     assert line.startswith("error: ") and str(root / pool.unlabeled[0]) in line
     assert out.read_text() == "noisy\n"
     assert sorted(r["case"] for r in read_csv(out.with_suffix(".csv"))) == sorted(pool.unlabeled[1:])
-    assert "suggested 1 of 4 ranked cases" in proc.stdout and proc.stdout.strip().endswith("1 case(s) could not be read")
+    assert "suggested 1 of 4 ranked cases" in proc.stdout
+    assert proc.stdout.strip().endswith("; 1 case(s) could not be read")

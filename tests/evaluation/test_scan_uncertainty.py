@@ -81,30 +81,40 @@ def test_a_certain_map_scores_0():
 
 def test_an_uncertain_block_gives_the_hand_computed_expected_dice_error():
     """Class 1: 0.6 on the 64 voxels the labels call class 1 and 0.2 on 64 background voxels
-    around them: 1 - 2 * 38.4 / (38.4 + 12.8 + 64) = 1/3. Class 2 certain: 0."""
+    around them: 1 - (2 * 38.4 + 1) / (38.4 + 12.8 + 64 + 1) (one voxel of smoothing). Class 2
+    certain: 1 - (2 * 8 + 1) / (8 + 8 + 1) = 0."""
     labels = label_map((A, 1), (C, 2))
     probabilities = one_hot(labels)
     probabilities[:, A[0], A[1], A[2]] = np.array([0.4, 0.6, 0.0])[:, None, None, None]
     shell = (slice(6, 8), slice(0, 8), slice(0, 4))  # 2 x 8 x 4 = 64 background voxels
     probabilities[:, shell[0], shell[1], shell[2]] = np.array([0.8, 0.2, 0.0])[:, None, None, None]
     assert (labels[shell] == 0).all()
-    np.testing.assert_allclose(expected_dice_error(probabilities, labels), [1 / 3, 0.0], atol=1e-6)
+    class_1 = 1 - 77.8 / 116.2
+    np.testing.assert_allclose(expected_dice_error(probabilities, labels), [class_1, 0.0], atol=1e-6)
 
     only_inside = one_hot(labels)
     only_inside[:, A[0], A[1], A[2]] = np.array([0.4, 0.6, 0.0])[:, None, None, None]
-    # 1 - 2 * 0.6 * 64 / (0.6 * 64 + 64) = 1 - 76.8 / 102.4
-    np.testing.assert_allclose(expected_dice_error(only_inside, labels), [0.25, 0.0], atol=1e-6)
+    # 1 - (2 * 0.6 * 64 + 1) / (0.6 * 64 + 64 + 1) = 1 - 77.8 / 103.4
+    np.testing.assert_allclose(expected_dice_error(only_inside, labels), [1 - 77.8 / 103.4, 0.0], atol=1e-6)
 
     # one pass (nothing mirrored): no disagreement, the class's score is half its expected error
     result = accumulate([probabilities]).result(labels)
     assert result.flip_disagreement == [0.0, 0.0]
-    np.testing.assert_allclose(result.per_class, [1 / 6, 0.0], atol=1e-6)
-    assert result.score == pytest.approx(1 / 12, abs=1e-6)
+    np.testing.assert_allclose(result.per_class, [class_1 / 2, 0.0], atol=1e-6)
+    assert result.score == pytest.approx(class_1 / 4, abs=1e-6)
 
 
 def test_a_class_neither_predicted_nor_labeled_has_no_error_and_empty_masks_agree():
     labels = label_map((A, 1))
     assert expected_dice_error(one_hot(labels), labels) == [0.0, 0.0]  # class 2 absent everywhere
+    # left out while the network expects a tenth of a voxel of it: about certain, not failed;
+    # left out while it expects 50 voxels of it: about failed
+    faint = one_hot(labels)
+    faint[2, 0, 0, 0], faint[0, 0, 0, 0] = 0.1, 0.9
+    assert expected_dice_error(faint, labels)[1] == pytest.approx(1 - 1 / 1.1)
+    strong = one_hot(labels)
+    strong[2, :5, :5, :2], strong[0, :5, :5, :2] = 1.0, 0.0
+    assert expected_dice_error(strong, labels)[1] == pytest.approx(1 - 1 / 51)
     empty = np.zeros(SHAPE, bool)
     assert mask_dice(empty, empty) == 1.0
     assert mask_dice(labels == 1, empty) == 0.0
@@ -118,18 +128,18 @@ def test_mirrored_passes_that_disagree_give_the_hand_computed_scores():
 
     class 1: Dice with it 1, 1, 2 * 48 / 128 = 0.75 -> disagreement 1 - 2.75 / 3 = 1/12; the
     mean softmax is 1 on A and B's 48 shared voxels, 0.75 on A's other 16, 0.25 on B's other
-    16 -> expected error 1 - 2 * 60 / (64 + 64) = 1/16; score (1/16 + 1/12) / 2 = 7/96.
-    class 2: Dice 1, 0, 1 -> disagreement 1/3; mean 0.75 on C -> 1 - 2 * 6 / (6 + 8) = 1/7;
-    score (1/7 + 1/3) / 2 = 5/21. Scan score: the mean of the two."""
+    16 -> expected error 1 - (2 * 60 + 1) / (64 + 64 + 1) = 8/129; score (8/129 + 1/12) / 2.
+    class 2: Dice 1, 0, 1 -> disagreement 1/3; mean 0.75 on C -> 1 - (2 * 6 + 1) / (6 + 8 + 1)
+    = 2/15; score (2/15 + 1/3) / 2 = 7/30. Scan score: the mean of the two."""
     labels = label_map((A, 1), (C, 2))
     shifted = label_map((B, 1), (C, 2))
     no_class_2 = label_map((A, 1))
     passes = [one_hot(labels), one_hot(labels), one_hot(no_class_2), one_hot(shifted)]
     result = accumulate(passes).result(labels)
     np.testing.assert_allclose(result.flip_disagreement, [1 / 12, 1 / 3], atol=1e-9)
-    np.testing.assert_allclose(result.expected_dice_error, [1 / 16, 1 / 7], atol=1e-6)
-    np.testing.assert_allclose(result.per_class, [7 / 96, 5 / 21], atol=1e-6)
-    assert result.score == pytest.approx((7 / 96 + 5 / 21) / 2, abs=1e-6)
+    np.testing.assert_allclose(result.expected_dice_error, [8 / 129, 2 / 15], atol=1e-6)
+    np.testing.assert_allclose(result.per_class, [(8 / 129 + 1 / 12) / 2, 7 / 30], atol=1e-6)
+    assert result.score == pytest.approx(((8 / 129 + 1 / 12) / 2 + 7 / 30) / 2, abs=1e-6)
     # the per-class score is the mean of its two errors, the scan's the mean of the classes
     for score, expected, disagreement in zip(result.per_class, result.expected_dice_error, result.flip_disagreement):
         assert score == pytest.approx((expected + disagreement) / 2)
@@ -261,9 +271,11 @@ def test_a_network_that_does_not_commute_with_mirroring_disagrees():
     upper_half[10:] = 1
     np.testing.assert_array_equal(labels, upper_half)  # the unflipped pass's segmentation
     np.testing.assert_allclose(probabilities[1], ramp_along_x(image), atol=1e-7)
-    # mean over the passes: 0.5 everywhere, so the expected Dice error is 1 - 2 * 0.5 * n / (0.5 * 2n + n) = 1/2
-    assert uncertainty.expected_dice_error == [pytest.approx(0.5, abs=1e-6)]
-    assert uncertainty.score == pytest.approx((0.5 + 2 / 3) / 2, abs=1e-6)
+    # mean over the passes: 0.5 everywhere, so the expected Dice error is
+    # 1 - (2 * 0.5 * n + 1) / (0.5 * 2n + n + 1) = 1 - (n + 1) / (2n + 1), n the class-1 voxels
+    n = int(upper_half.sum())
+    assert uncertainty.expected_dice_error == [pytest.approx(1 - (n + 1) / (2 * n + 1), abs=1e-6)]
+    assert uncertainty.score == pytest.approx((1 - (n + 1) / (2 * n + 1) + 2 / 3) / 2, abs=1e-6)
     np.testing.assert_allclose(uncertainty.voxel_map, 1, rtol=1e-5)  # a uniform guess everywhere
 
 
@@ -279,6 +291,24 @@ def test_flip_axes_choose_the_passes_and_the_labels_never_change():
     np.testing.assert_array_equal(labels, expected_labels)
     np.testing.assert_array_equal(probabilities, expected_probabilities)
 
+
+
+def test_with_lcc_a_network_that_commutes_with_mirroring_still_agrees_with_itself():
+    """With the largest-component clean-up the delivered segmentation is cut to one component;
+    the mirrored passes are segmentations of the same scan and must be cut alike before they
+    are compared with it, or the "disagreement" measures the clean-up, not the mirroring.
+    Two bright blocks (27 and 180 voxels) that the pointwise toy calls class 1 in every pass:
+    all passes agree exactly, so the disagreement is 0. (Comparing the uncut mirrored passes
+    with the cut segmentation gives 1 - 2 * 180 / (180 + 207) = 0.0698 instead.)"""
+    image = np.zeros((20, 14, 10), np.float32)
+    image[2:5, 2:5, 2:5] = 3
+    image[12:18, 6:12, 3:8] = 3
+    plain = Predictor(checkpoint(), "toy.pth", device=CPU, sliding_window=ToyWindows(pointwise))
+    assert plain.predict_with_uncertainty(image)[2].flip_disagreement == [0.0]
+    predictor = Predictor(checkpoint(), "toy.pth", device=CPU, sliding_window=ToyWindows(pointwise), lcc=True)
+    labels, _, uncertainty = predictor.predict_with_uncertainty(image)
+    assert labels.sum() == 180 and labels[12:18, 6:12, 3:8].all()  # the clean-up kept the larger block
+    assert uncertainty.flip_disagreement == [0.0]
 
 # --- the table and the report ----------------------------------------------------------------
 
