@@ -11,13 +11,16 @@
 # Env: CODE (a copy of the repository at the commit the runs use, so that later edits cannot
 # reach running jobs: its model/ holds the run folders; default /work/grids/code36), GRIDS
 # (/work/grids: LAhalf/ and the results), LA (the LA data), HIPPO_MODELS (Mean Teacher
-# Hippocampus checkpoints of the planning experiment's recipe, <seed> substituted).
+# Hippocampus checkpoints of the planning experiment's recipe, <seed> substituted), THICK and
+# THICK_MODELS (the planning experiment's thick-slice LA and its Mean Teacher checkpoints).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(git -C "$HERE" rev-parse --show-toplevel)"
 GRIDS="${GRIDS:-/work/grids}"; CODE="${CODE:-$GRIDS/code36}"; OUT="$GRIDS/u36"
 LA="${LA:-$REPO/../shared/data/LA}"; HIPPO="${HIPPO:-$REPO/../shared/data/Hippocampus}"
 HIPPO_MODELS="${HIPPO_MODELS:-/work/grid_code/model/Hippocampus_hippo_plan_<seed>_17_labeled/MT/iter_1000.pth}"
+THICK="${THICK:-/work/data/LA_thick}"  # tools/anisotropic_la.py's thick-slice LA, and its models (planning experiment)
+THICK_MODELS="${THICK_MODELS:-/work/grid_code/model/LA_thick_thick_plan_<seed>_13_labeled/MT/iter_1500.pth}"
 DATA="$GRIDS/LAhalf"; ROOT="$DATA/2018LA_Seg_Training Set"
 SEEDS=(1337 1338 1339)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -38,6 +41,7 @@ base)
 failure)
   cd "$REPO"  # the scoring code of this commit
   for seed in "${SEEDS[@]}"; do
+    [ -f "$(base_checkpoint "$seed")" ] || { echo "seed $seed: no base checkpoint yet"; continue; }
     [ -f "$OUT/failure/la_$seed/summary.json" ] || python inference.py --dataset_name LA --root_path "$ROOT" \
       --checkpoint "$(base_checkpoint "$seed")" --test_list "$DATA/dev_val.list" --patch_size 64 64 32 --stride_xy 9 \
       --stride_z 2 --uncertainty --gpu -1 --out "$OUT/failure/la_$seed" > "$OUT/logs/failure_la_$seed.log" 2>&1
@@ -46,11 +50,19 @@ failure)
     [ -f "$OUT/failure/hippocampus_$seed/summary.json" ] || python inference.py --root_path "$HIPPO" \
       --checkpoint "${HIPPO_MODELS//<seed>/$seed}" --test_list dev_val.list --stride_xy 8 --stride_z 8 --uncertainty \
       --gpu -1 --out "$OUT/failure/hippocampus_$seed" > "$OUT/logs/failure_hippocampus_$seed.log" 2>&1
+  done
+  # beyond the two lists asked for: the thick-slice LA models of the planning experiment, where present
+  for seed in "${SEEDS[@]}"; do
+    model="${THICK_MODELS//<seed>/$seed}"
+    [ -f "$model" ] && [ ! -f "$OUT/failure/thick_la_$seed/summary.json" ] || continue
+    python inference.py --root_path "$THICK" --checkpoint "$model" --test_list dev_val.list --uncertainty --gpu -1 \
+      --out "$OUT/failure/thick_la_$seed" > "$OUT/logs/failure_thick_la_$seed.log" 2>&1
   done ;;
 lists)
   cd "$REPO"
   mkdir -p "$OUT/lists"
   for seed in "${SEEDS[@]}"; do
+    [ -f "$(base_checkpoint "$seed")" ] || { echo "seed $seed: no base checkpoint yet"; continue; }
     [ -f "$OUT/lists/suggested_$seed.list" ] || python suggest.py --checkpoint "$(base_checkpoint "$seed")" -n 7 \
       --gpu -1 --out "$OUT/lists/suggested_$seed.list" > "$OUT/logs/suggest_$seed.log" 2>&1
     # one random draw per seed among the same 58 unlabeled cases, the labeled 6 first as above
