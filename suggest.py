@@ -60,6 +60,9 @@ def parse_args():
     data.add_argument("--unlabeled_dir", action="append", default=[], help="more folders of unlabeled images (MSD)")
     sw = p.add_argument_group("prediction")
     sw.add_argument("--teacher", action="store_true", help="the EMA teacher's weights instead of the student's")
+    sw.add_argument("--stride_xy", type=int, default=None,
+                    help="window step along X and Y (default: the run's); half the patch is about 2x faster than LA's")
+    sw.add_argument("--stride_z", type=int, default=None, help="window step along Z (default: the run's)")
     sw.add_argument("--sw_batch", type=int, default=8, help="windows per forward pass")
     sw.add_argument("--gpu", default="0", help="GPU index (the CPU where there is none, or with -1)")
     return p.parse_args()
@@ -119,7 +122,7 @@ def main():
                         "or lower --labelnum")
     if args.number > len(unlabeled):
         raise UserError(f"-n {args.number}: there are only {len(unlabeled)} unlabeled cases in {source}")
-    window = default_window(checkpoint)
+    window = default_window(checkpoint, None, args.stride_xy, args.stride_z)
     check_window_settings(*window, args.sw_batch, network_strides(checkpoint))
     device = select_device(args.gpu)
     predictor = Predictor(checkpoint, path, device=device, teacher=args.teacher, num_classes=data.num_classes,

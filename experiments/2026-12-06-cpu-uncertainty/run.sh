@@ -43,8 +43,8 @@ failure)
   for seed in "${SEEDS[@]}"; do
     [ -f "$(base_checkpoint "$seed")" ] || { echo "seed $seed: no base checkpoint yet"; continue; }
     [ -f "$OUT/failure/la_$seed/summary.json" ] || python inference.py --dataset_name LA --root_path "$ROOT" \
-      --checkpoint "$(base_checkpoint "$seed")" --test_list "$DATA/dev_val.list" --patch_size 64 64 32 --stride_xy 9 \
-      --stride_z 2 --uncertainty --gpu -1 --out "$OUT/failure/la_$seed" > "$OUT/logs/failure_la_$seed.log" 2>&1
+      --checkpoint "$(base_checkpoint "$seed")" --test_list "$DATA/dev_val.list" --uncertainty --gpu -1 \
+      --out "$OUT/failure/la_$seed" > "$OUT/logs/failure_la_$seed.log" 2>&1  # the run's window (18/4), not the grid's 9/2
   done
   for seed in 1337 1338; do  # the grid's window (8/8), not the plan's (16/16) these runs chose
     [ -f "$OUT/failure/hippocampus_$seed/summary.json" ] || python inference.py --root_path "$HIPPO" \
@@ -63,8 +63,9 @@ lists)
   mkdir -p "$OUT/lists"
   for seed in "${SEEDS[@]}"; do
     [ -f "$(base_checkpoint "$seed")" ] || { echo "seed $seed: no base checkpoint yet"; continue; }
+    # windows at half the patch (32/16) instead of LA's 18/4: fewer forwards per case
     [ -f "$OUT/lists/suggested_$seed.list" ] || python suggest.py --checkpoint "$(base_checkpoint "$seed")" -n 7 \
-      --gpu -1 --out "$OUT/lists/suggested_$seed.list" > "$OUT/logs/suggest_$seed.log" 2>&1
+      --stride_xy 32 --stride_z 16 --gpu -1 --out "$OUT/lists/suggested_$seed.list" > "$OUT/logs/suggest_$seed.log" 2>&1
     # one random draw per seed among the same 58 unlabeled cases, the labeled 6 first as above
     [ -f "$OUT/lists/random_${seed}_train.list" ] || python - "$DATA/dev_train.list" "$seed" \
       "$OUT/lists/random_$seed.list" <<'EOF'
