@@ -5,7 +5,7 @@
 #   bash run.sh base       # Mean Teacher, 6 labeled, LA proxy, 3 seeds (reproduce.py)
 #   bash run.sh failure    # score against Dice on dev_val: LA proxy (those 3) and Hippocampus
 #   bash run.sh lists      # per seed: 7 cases from suggest.py, 7 at random
-#   bash run.sh train      # labeled-only and Mean Teacher on each 13 (two streams)
+#   bash run.sh train      # labeled-only and Mean Teacher on each 13 (two streams; ARMS, SEEDS narrow it)
 #   bash run.sh collect    # evaluations, logs and tables back into this folder
 #
 # Env: CODE (a copy of the repository at the commit the runs use, so that later edits cannot
@@ -22,7 +22,7 @@ HIPPO_MODELS="${HIPPO_MODELS:-/work/grid_code/model/Hippocampus_hippo_plan_<seed
 THICK="${THICK:-/work/data/LA_thick}"  # tools/anisotropic_la.py's thick-slice LA, and its models (planning experiment)
 THICK_MODELS="${THICK_MODELS:-/work/grid_code/model/LA_thick_thick_plan_<seed>_13_labeled/MT/iter_1500.pth}"
 DATA="$GRIDS/LAhalf"; ROOT="$DATA/2018LA_Seg_Training Set"
-SEEDS=(1337 1338 1339)
+read -ra SEEDS <<< "${SEEDS:-1337 1338 1339}"   # SEEDS="1337": one seed only
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$OUT/logs"
 [ -d "$ROOT" ] || python "$REPO/tools/la_half_resolution.py" "$LA" "$DATA"
@@ -89,7 +89,7 @@ train)
         --methods SUP MT --exp "$1" --jobs 1 --out "$OUT/LA_half_${1}13_s$seed" >> "$OUT/console_$1.txt" 2>&1
     done
   }
-  stream suggested & stream random & wait ;;
+  for arm in ${ARMS:-suggested random}; do stream "$arm" & done; wait ;;  # ARMS=suggested: that stream alone
 collect)
   for part in failure lists; do [ -d "$OUT/$part" ] && mkdir -p "$HERE/$part" && cp -r "$OUT/$part/." "$HERE/$part/"; done
   for grid in "$OUT"/LA_half_*; do
