@@ -26,7 +26,7 @@ Writes (``--out``, default ``<run folder>/suggested_<N>.list``):
 An unreadable case is one line on stderr and the others are still ranked (exit status 1).
 """
 import argparse
-import csv
+import os
 import sys
 from pathlib import Path
 
@@ -108,6 +108,18 @@ def output_paths(args, checkpoint_path: Path) -> tuple[Path, Path, Path]:
     return out, out.with_name(f"{out.stem}_train.list"), out.with_suffix(".csv")
 
 
+def write_text(path: Path, text: str) -> None:
+    """``text`` into ``path`` whole or not at all (a temporary file renamed); a full disk or a
+    folder without write permission is one line."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+
+
 @report_user_errors
 def main():
     args = parse_args()
@@ -159,13 +171,12 @@ def main():
     chosen = (spread_selection(scores, np.stack(features), args.number) if args.spread
               else rank_by_score(scores)[:args.number])
     suggested = [cases[i] for i in chosen]
-    out.write_text("".join(f"{case}\n" for case in suggested))
-    train_out.write_text("".join(f"{case}\n" for case in next_training_list(labeled, suggested, unlabeled)))
-    with open(table_out, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["rank", "case", "score", "suggested"])
-        for rank, i in enumerate(rank_by_score(scores), start=1):
-            writer.writerow([rank, cases[i], f"{scores[i]:.6f}", "yes" if i in chosen else "no"])
+    table = [["rank", "case", "score", "suggested"]] + [
+        [rank, cases[i], f"{scores[i]:.6f}", "yes" if i in chosen else "no"]
+        for rank, i in enumerate(rank_by_score(scores), start=1)]
+    write_text(out, "".join(f"{case}\n" for case in suggested))
+    write_text(train_out, "".join(f"{case}\n" for case in next_training_list(labeled, suggested, unlabeled)))
+    write_text(table_out, "".join(",".join(map(str, row)) + "\n" for row in table))
     ranks = {i: r for r, i in enumerate(rank_by_score(scores), start=1)}
     print(f"suggested {args.number} of {len(cases)} ranked cases"
           + (" (spread over the 3N most uncertain)" if args.spread else " (the most uncertain)") + ":")
