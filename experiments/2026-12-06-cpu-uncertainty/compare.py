@@ -39,15 +39,13 @@ def failure_table() -> list[str]:
     return lines
 
 
-def dice_of(grid: Path, method: str, model: str) -> float | None:
-    """The Dice of one (method, model) row of a one-seed reproduce.py grid, or None."""
-    results = next(iter(sorted(grid.glob("results*.json"))), None)
-    if results is None:
+def dice_of(grid: Path, method: str, model: str, seed: int) -> float | None:
+    """The Dice of one evaluation of a one-seed reproduce.py grid (its eval/ folder, there
+    before the grid's own table is), or None where it has not finished."""
+    summary = grid / "eval" / f"{method}_13_s{seed}{'_teacher' if model == 'teacher' else ''}" / "summary.json"
+    if not summary.is_file():
         return None
-    for row in json.loads(results.read_text())["rows"]:
-        if row["method"] == method and row["model"] == model:
-            return 100 * row["per_seed"]["dice"][0]
-    return None
+    return 100 * json.loads(summary.read_text())["classes"]["class_1"]["dice"]["mean"]
 
 
 def labeling_table() -> list[str]:
@@ -57,8 +55,8 @@ def labeling_table() -> list[str]:
                                  ("MT", "teacher", "Mean Teacher teacher")):
         differences = []
         for seed in (1337, 1338, 1339):
-            suggested = dice_of(HERE / f"LA_half_suggested13_s{seed}", method, model)
-            random = dice_of(HERE / f"LA_half_random13_s{seed}", method, model)
+            suggested = dice_of(HERE / f"LA_half_suggested13_s{seed}", method, model, seed)
+            random = dice_of(HERE / f"LA_half_random13_s{seed}", method, model, seed)
             both = suggested is not None and random is not None
             if both:
                 differences.append(suggested - random)
