@@ -22,6 +22,7 @@ import inference
 import predict
 import suggest
 from conftest import TINY, run_script, write_case
+from test_predict import same_geometry, voxels  # predict.py's own geometry checks
 from dataloaders.la_heart import read_case, zscore_finite
 from evaluation.predictor import Predictor
 from evaluation.scans import read_scan
@@ -87,17 +88,6 @@ def write_scan(path, array, spacing, origin=ORIGIN, direction=DIRECTION):
     return path
 
 
-def voxels(path):
-    return np.asarray(nib.load(path).dataobj)
-
-
-def same_geometry(output, scan):
-    a, b = sitk.ReadImage(str(output)), sitk.ReadImage(str(scan))
-    assert a.GetSize() == b.GetSize()
-    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-6)
-    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-5)
-    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
-    np.testing.assert_allclose(nib.load(output).affine, nib.load(scan).affine, atol=1e-5)
 
 
 def read_csv(path):
