@@ -5,7 +5,7 @@
 #   bash run.sh base       # Mean Teacher, 6 labeled, LA proxy, 3 seeds (reproduce.py)
 #   bash run.sh failure    # score against Dice on dev_val: LA proxy (those 3) and Hippocampus
 #   bash run.sh lists      # per seed: 7 cases from suggest.py, 7 at random
-#   bash run.sh train      # labeled-only and Mean Teacher on each 13 (two streams; ARMS, SEEDS narrow it)
+#   bash run.sh train      # labeled-only and Mean Teacher on each 13 (two streams; ARMS, SEEDS, METHODS narrow it)
 #   bash run.sh collect    # evaluations, logs and tables back into this folder
 #
 # Env: CODE (a copy of the repository at the commit the runs use, so that later edits cannot
@@ -86,7 +86,7 @@ train)
   stream() {  # stream <suggested|random>: labeled-only and Mean Teacher on each seed's 13, one run at a time
     for seed in "${SEEDS[@]}"; do
       python reproduce.py "${GRID[@]}" --train_list "$OUT/lists/${1}_${seed}_train.list" --labelnum 13 --seeds "$seed" \
-        --methods SUP MT --exp "$1" --jobs 1 --out "$OUT/LA_half_${1}13_s$seed" >> "$OUT/console_$1.txt" 2>&1
+        --methods ${METHODS:-SUP MT} --exp "$1" --jobs 1 --out "$OUT/LA_half_${1}13_s$seed" >> "$OUT/console_$1.txt" 2>&1
     done
   }
   for arm in ${ARMS:-suggested random}; do stream "$arm" & done; wait ;;  # ARMS=suggested: that stream alone
