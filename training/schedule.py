@@ -34,6 +34,11 @@ def lr_at(iteration: int, base_lr: float, decay_every: int) -> float:
     return base_lr * 0.1 ** (iteration // decay_every) if decay_every else base_lr
 
 
+def poly_lr_at(iteration: int, base_lr: float, max_iterations: int, power: float = 0.9) -> float:
+    """Polynomial decay: base_lr * (1 - iteration / max_iterations)^power (AD-MT, BCP's 2D code)."""
+    return base_lr * max(1.0 - iteration / max_iterations, 0.0) ** power
+
+
 class Periodic:
     """After each iteration, as ``schedule`` says: log every ``log_every``; validate every
     ``val_every`` (keeping ``best_model.pth``); save ``iter_N.pth`` every ``snapshot_every`` and

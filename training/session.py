@@ -216,10 +216,11 @@ class TrainingSession:
         return self.optimizer
 
     def start(self, models: dict[str, nn.Module | None]) -> None:
-        """Register the models a checkpoint holds ({"student": ..., "teacher": ...}); restore
-        them, the optimizer and the random states from the checkpoint being resumed, or give
-        each rank its own noise and dropout from the same initial weights."""
-        self.models = {"student": models["student"], "teacher": models.get("teacher")}
+        """Register the models a checkpoint holds ({"student": ..., "teacher": ...}, and any
+        other, such as AD-MT's "teacher_b", under its own key); restore them, the optimizer and
+        the random states from the checkpoint being resumed, or give each rank its own noise
+        and dropout from the same initial weights."""
+        self.models = {"teacher": None, **models}
         if self.resume_from:
             restore(self.resume_from, {k: m for k, m in self.models.items() if m is not None},
                     optimizer=self.optimizer, scaler=self.precision.scaler, ranks=self.ranks)
@@ -266,6 +267,8 @@ class TrainingSession:
                                        student=self.models["student"], teacher=self.models["teacher"],
                                        optimizer=self.optimizer, scaler=self.precision.scaler, cases=self.cases,
                                        base_lr_changes=self.base_lr_changes, strides=self.config.data.strides),
+                    **{key: model.state_dict() for key, model in self.models.items()
+                       if key not in ("student", "teacher") and model is not None},
                     "method": self.method}  # --resume refuses another method's checkpoint
 
         self.periodic.after(iteration, {**scalars, "train/lr": self.lr}, state, self.models["student"])

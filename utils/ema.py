@@ -11,16 +11,22 @@ def ema_decay_at(step: int, ema_decay: float) -> float:
 
 
 @torch.no_grad()
-def update_teacher(teacher: nn.Module, student: nn.Module, alpha: float, foreach: bool = True) -> None:
+def update_teacher(teacher: nn.Module, student: nn.Module, alpha: float, foreach: bool = True,
+                   buffers: bool = False) -> None:
     """teacher <- alpha * teacher + (1 - alpha) * student, for every parameter.
 
-    Buffers (BatchNorm statistics) are left alone, as in the original scripts:
-    the teacher keeps its own, gathered from its own forward passes.
+    Buffers (BatchNorm statistics) are left alone by default, as in the original scripts:
+    the teacher keeps its own, gathered from its own forward passes; ``buffers`` averages the
+    floating-point ones too (AD-MT, whose resting teacher predicts in eval mode).
     ``foreach`` updates all tensors in one multi-tensor kernel; False is the
     original per-tensor loop (kept for comparison).
     """
     teacher_params = [p for p in teacher.parameters()]
     student_params = [p.detach() for p in student.parameters()]
+    if buffers:
+        pairs = [(t, s) for t, s in zip(teacher.buffers(), student.buffers()) if t.is_floating_point()]
+        teacher_params += [t for t, _ in pairs]
+        student_params += [s.detach() for _, s in pairs]
     if foreach:
         torch._foreach_lerp_(teacher_params, student_params, 1.0 - alpha)
     else:

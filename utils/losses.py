@@ -54,3 +54,14 @@ def softmax_kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) 
 
 
 CONSISTENCY_LOSSES = {"mse": softmax_mse_loss, "kl": softmax_kl_loss}
+
+
+def confident_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor,
+                            threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of ``logits`` against pseudo-``labels``, averaged over the voxels whose
+    ``confidence`` is at least ``threshold`` (0 where there is none: no NaN), and the share of
+    voxels that counted."""
+    confident = confidence >= threshold
+    per_voxel = F.cross_entropy(logits.float(), labels.long(), reduction="none")
+    loss = (per_voxel * confident).sum() / confident.sum().clamp_min(1)
+    return loss, confident.float().mean()
