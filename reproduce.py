@@ -1,21 +1,22 @@
 """Reproduce the semi-supervised claim in one command: with the same few labeled cases, Mean
-Teacher (and UA-MT, BCP with --methods) against training on the labeled cases alone, at two
-label ratios, over several seeds.
+Teacher (and UA-MT, BCP, AD-MT with --methods) against training on the labeled cases alone, at
+two label ratios, over several seeds; with FULL, against training with every case labeled too.
 
     python reproduce.py --dataset_name LA --root_path "data/LA/2018LA_Seg_Training Set"
     python reproduce.py --dataset_name Hippocampus --root_path data/Hippocampus --labelnum 17 34 \\
         --max_iterations 1000 --train_args "--lr_decay_every 700" --mt_args "--consistency_rampup 6.67"
-    python reproduce.py ... --methods SUP MT UAMT BCP
+    python reproduce.py ... --methods SUP MT UAMT BCP ADMT FULL
 
 For every method x labelnum x seed it trains with the method's script (``train_sup.py``,
-``train_mean_teacher.py``, ``train_uamt.py``, ``train_bcp.py``; run folders under ``model/`` as
+``train_mean_teacher.py``, ``train_uamt.py``, ``train_bcp.py``, ``train_admt.py``; FULL is
+``train_sup.py --model FULL`` with every training case labeled, once per seed; run folders under ``model/`` as
 usual, experiment ``{--exp}{iterations}_s{seed}``, an underscore before the iterations where
 ``--exp`` ends in a digit), evaluates the **last** checkpoint with ``inference.py`` on the
 evaluation list, and writes to ``--out``:
 
     results.md        mean +- std over seeds of Dice, Jaccard, 95HD and ASD per row, each
-                      method minus labeled-only (and minus Mean Teacher) paired by seed, and
-                      every command run
+                      method minus labeled-only (and minus Mean Teacher) paired by seed, with
+                      FULL the share of the gap to it each method closes, and every command run
     results.json      the same numbers, per seed too
     curves.png        supervised loss, consistency loss and weight, validation Dice
     comparison_N.png  a few evaluation cases: ground truth, labeled-only and Mean Teacher outlines
@@ -27,7 +28,8 @@ Defaults: the development split (``dev_train.list``, ``dev_val.list`` beside the
 of ``train.list``'s 80, 6 and 13 of ``dev_train.list``'s 64), three seeds, the original
 6000-iteration schedule. --max_iterations M scales every method's own schedule by M / 6000:
 labeled-only, Mean Teacher and UA-MT train M iterations, BCP (2000 pre-training + 15000
-self-training, lr x0.1 every 2500) 17000 M / 6000 (its scaled flags follow --train_args). A
+self-training, lr x0.1 every 2500) 17000 M / 6000, AD-MT (15000, its weight ramped up over 40 x
+150 iterations) 15000 M / 6000 (the scaled flags follow --train_args). A
 method's own --*_args come last and win, its schedule included (``--bcp_args
 "--pretrain_iterations 1000 --max_iterations 3500"``); the table shows each method's schedule as
 its script reads it. Finished runs are skipped and unfinished ones resumed, so after an
@@ -79,7 +81,8 @@ def parse_args():
                    help="labeled cases per row (default: about 10 %% and 20 %% of the training list; LA: 8 16 of 80)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1337, 1338, 1339])
     p.add_argument("--methods", nargs="+", default=["SUP", "MT"], choices=list(METHODS),
-                   help="methods of the grid (default: SUP MT; all: SUP MT UAMT BCP)")
+                   help="methods of the grid (default: SUP MT; all: SUP MT UAMT BCP ADMT FULL; FULL: labeled-only "
+                        "with every training case labeled, once per seed, the ceiling)")
     p.add_argument("--max_iterations", type=int, default=6000)
     p.add_argument("--val_every", type=int, default=None,
                    help="iterations between validations (default: 1/12 of the run)")
@@ -89,6 +92,7 @@ def parse_args():
                    help='more flags for the Mean Teacher family (train_mean_teacher.py and train_uamt.py)')
     p.add_argument("--uamt_args", default="", help="more flags for train_uamt.py only")
     p.add_argument("--bcp_args", default="", help="more flags for train_bcp.py only (after its scaled schedule)")
+    p.add_argument("--admt_args", default="", help="more flags for train_admt.py only (after its scaled schedule)")
     p.add_argument("--eval_args", default="", help='more flags for inference.py: --eval_args="--flag value"')
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at the same time (several small runs can share one GPU; on a CPU set "
@@ -112,7 +116,7 @@ def parse_args():
     bad_seeds = [seed for seed in args.seeds if not 0 <= seed < 2 ** 32]
     if bad_seeds:
         raise UserError(f"--seeds must be between 0 and 2**32 - 1, got {bad_seeds[0]}")
-    for flag in ("train_args", "mt_args", "uamt_args", "bcp_args", "eval_args"):
+    for flag in ("train_args", "mt_args", "uamt_args", "bcp_args", "admt_args", "eval_args"):
         try:
             shlex.split(getattr(args, flag))
         except ValueError as err:  # an unbalanced quote
@@ -173,14 +177,22 @@ def default_labelnums(train_cases: int) -> list[int]:
 
 
 def plan(args) -> list[Run]:
-    """Every run of the grid, labeled-only first so the baseline of a row exists early."""
+    """Every run of the grid, labeled-only first so the baseline of a row exists early; the
+    all-labeled runs (FULL) once per seed, at the training list's size, last."""
     runs = []
+    methods = sorted(args.methods, key=list(METHODS).index)
     for labelnum in args.labelnum:
         for seed in args.seeds:
-            for method in sorted(args.methods, key=list(METHODS).index):
-                schedule = effective_schedule(method, args.max_iterations, method_flags(args, method))
-                runs.append(Run(method, labelnum, seed, f"{args.grid_name}_s{seed}", tuple(schedule)))
+            for method in (m for m in methods if not METHODS[m].all_labeled):
+                runs.append(make_run(args, method, labelnum, seed))
+    for method in (m for m in methods if METHODS[m].all_labeled):
+        runs += [make_run(args, method, args.train_cases, seed) for seed in args.seeds]
     return runs
+
+
+def make_run(args, method: str, labelnum: int, seed: int) -> Run:
+    schedule = effective_schedule(method, args.max_iterations, method_flags(args, method))
+    return Run(method, labelnum, seed, f"{args.grid_name}_s{seed}", tuple(schedule))
 
 
 def data_flags(args) -> list[str]:
@@ -188,7 +200,8 @@ def data_flags(args) -> list[str]:
     return [*named, "--root_path", args.root_path]
 
 
-METHOD_ARGS = {"SUP": (), "MT": ("mt_args",), "UAMT": ("mt_args", "uamt_args"), "BCP": ("bcp_args",)}
+METHOD_ARGS = {"SUP": (), "MT": ("mt_args",), "UAMT": ("mt_args", "uamt_args"), "BCP": ("bcp_args",),
+               "ADMT": ("admt_args",), "FULL": ()}
 
 
 def method_flags(args, method: str) -> list[str]:
@@ -205,7 +218,7 @@ def train_command(args, run: Run) -> list[str]:
             "--seed", str(run.seed), "--max_iterations", str(run.iterations), "--exp", run.exp,
             # as many validations a run as the grid's (BCP's longer schedule validates less often)
             "--val_every", str(max(round(args.val_every * run.iterations / args.max_iterations), 1)),
-            "--gpu", args.gpu, *method_flags(args, run.method)]
+            "--gpu", args.gpu, *METHODS[run.method].flags, *method_flags(args, run.method)]
 
 
 def training_state(folder: Path, max_iterations: int) -> str:

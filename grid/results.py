@@ -24,7 +24,10 @@ class Method:
     label: str
     evaluated_models: tuple  # False: the student, True: the EMA teacher
     # the method's own schedule flags where they differ from the original 6000 iterations
+    # (whole numbers are iterations; a float, such as a ramp-up length, is scaled as a float)
     schedule: tuple = (("--max_iterations", ORIGINAL_ITERATIONS),)
+    flags: tuple = ()  # fixed flags of its script
+    all_labeled: bool = False  # trained once per seed with every training case labeled
 
 
 METHODS = {"SUP": Method("train_sup.py", "labeled-only", (False,)),
@@ -32,7 +35,12 @@ METHODS = {"SUP": Method("train_sup.py", "labeled-only", (False,)),
            "UAMT": Method("train_uamt.py", "UA-MT", (False, True)),
            # BCP's defaults: 2000 pre-training + 15000 self-training iterations, lr x0.1 every 2500
            "BCP": Method("train_bcp.py", "BCP", (False, True),
-                         (("--max_iterations", 17000), ("--pretrain_iterations", 2000), ("--lr_decay_every", 2500)))}
+                         (("--max_iterations", 17000), ("--pretrain_iterations", 2000), ("--lr_decay_every", 2500))),
+           # AD-MT's defaults: 15000 iterations (poly decay), the weight ramped up over 40 x 150 of them
+           "ADMT": Method("train_admt.py", "AD-MT", (False, True),
+                          (("--max_iterations", 15000), ("--consistency_rampup", 40.0))),
+           # the ceiling: labeled-only training with every training case labeled
+           "FULL": Method("train_sup.py", "all labeled", (False,), flags=("--model", "FULL"), all_labeled=True)}
 PERCENT = {"dice", "jaccard"}  # shown x 100
 
 
@@ -41,7 +49,8 @@ def schedule_flags(method: str, max_iterations: int) -> list[str]:
     max_iterations / 6000 (at least 1 iteration each), e.g. BCP in a 1000-iteration grid:
     --max_iterations 2833 --pretrain_iterations 333 --lr_decay_every 417."""
     scale = max_iterations / ORIGINAL_ITERATIONS
-    return [text for flag, value in METHODS[method].schedule for text in (flag, str(max(round(value * scale), 1)))]
+    return [text for flag, value in METHODS[method].schedule
+            for text in (flag, f"{value * scale:.4g}" if isinstance(value, float) else str(max(round(value * scale), 1)))]
 
 
 def effective_schedule(method: str, max_iterations: int, later_flags: list[str]) -> list[str]:
@@ -62,10 +71,21 @@ def effective_schedule(method: str, max_iterations: int, later_flags: list[str])
             raise UserError(f"{method}'s flags shorten {shortened[0]} to {name}: write it in full, the grid reads it by name")
         if name in scaled[::2] and (equals or at + 1 < len(tokens)):
             values[name] = inline if equals else tokens[at + 1]
+    kinds = dict(METHODS[method].schedule)
     for name, value in values.items():
-        if not value.isdigit() or int(value) < 1:
+        if isinstance(kinds[name], float):
+            if not _non_negative_number(value):
+                raise UserError(f"{method}'s {name} is {value!r}: give a number, at least 0")
+        elif not value.isdigit() or int(value) < 1:
             raise UserError(f"{method}'s {name} is {value!r}: give a whole number of iterations, at least 1")
     return [text for name in scaled[::2] for text in (name, values[name])]
+
+
+def _non_negative_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text)) and float(text) >= 0
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -115,9 +135,10 @@ def seed_metrics(summary: dict) -> dict:
 
 
 def collect(runs, out: Path, labelnums, train_cases: int) -> list[dict]:
-    """One row per (labelnum, method, evaluated model): per-seed values, mean and std over seeds."""
+    """One row per (labelnum, method, evaluated model): per-seed values, mean and std over seeds;
+    the all-labeled runs (FULL) at their own label count, last."""
     rows = []
-    for labelnum in labelnums:
+    for labelnum in [*labelnums, *sorted({r.labelnum for r in runs} - set(labelnums))]:
         for method, spec in METHODS.items():
             for teacher in spec.evaluated_models:
                 chosen = [r for r in runs if r.method == method and r.labelnum == labelnum]
@@ -160,6 +181,28 @@ def differences(rows: list[dict], baseline: str = "SUP") -> list[dict]:
     return found
 
 
+def gap_closed(rows: list[dict]) -> list[dict]:
+    """For every semi-supervised row: the share of the gap between labeled-only training and
+    training with every case labeled (FULL) that it closes, (method - labeled-only) / (FULL -
+    labeled-only) of Dice, paired by seed (seeds with all three runs), in %."""
+    full = next((r for r in rows if r["method"] == "FULL"), None)
+    if full is None:
+        return []
+    full_dice = dict(zip(full["seeds"], full["per_seed"]["dice"]))
+    found = []
+    for base in (r for r in rows if r["method"] == "SUP"):
+        base_dice = dict(zip(base["seeds"], base["per_seed"]["dice"]))
+        for other in (r for r in rows if r["method"] not in ("SUP", "FULL") and r["labelnum"] == base["labelnum"]):
+            shares = {seed: 100 * (dice - base_dice[seed]) / (full_dice[seed] - base_dice[seed])
+                      for seed, dice in zip(other["seeds"], other["per_seed"]["dice"])
+                      if seed in base_dice and seed in full_dice and full_dice[seed] != base_dice[seed]}
+            mean, std = mean_std(shares.values())
+            found.append({"labelnum": base["labelnum"], "method": other["method"], "model": other["model"],
+                          "per_seed": shares, "mean": mean, "std": std,
+                          "gap_points": mean_std(100 * (full_dice[s] - base_dice[s]) for s in shares)[0]})
+    return found
+
+
 def _cell(mean: float, std: float, percent: bool, sign: str = "") -> str:
     if not math.isfinite(mean):
         return "n/a"
@@ -199,6 +242,15 @@ def markdown_report(header: dict, rows: list[dict], commands: list[list[str]], p
             lines.append(f"- {d['labelnum']} labeled, {METHODS[d['method']].label} {d['model']}: "
                          f"{_cell(d['mean'], d['std'], False, sign='+')} "
                          f"(per seed: {', '.join(f'{p:+.2f}' for p in d['dice_points'])})")
+    closed = gap_closed(rows)
+    if closed:
+        full = next(r for r in rows if r["method"] == "FULL")
+        lines += ["", f"Share of the gap to training with all {full['labelnum']} cases labeled that each method "
+                  "closes, (method - labeled-only) / (all labeled - labeled-only) of Dice, paired by seed:", ""]
+        for c in closed:
+            lines.append(f"- {c['labelnum']} labeled, {METHODS[c['method']].label} {c['model']}: "
+                         f"{_cell(c['mean'], c['std'], False)} % of a {c['gap_points']:.2f}-point gap "
+                         f"(per seed: {', '.join(f'{v:.0f} %' for v in c['per_seed'].values())})")
     if rows and len(rows[0]["per_class"]) > 1:
         classes = list(rows[0]["per_class"])
         lines += ["", "Dice % per foreground class:", "",

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from grid.results import Run, collect, differences, effective_schedule, markdown_report, mean_std, schedule_flags
+from grid.results import (Run, collect, differences, effective_schedule, gap_closed, markdown_report, mean_std,
+                          schedule_flags)
 from utils.errors import UserError
 
 
@@ -95,3 +96,42 @@ def test_uamt_and_bcp_are_compared_with_labeled_only_and_with_mean_teacher(tmp_p
     assert "| BCP | 5 (10 %) | 2 | `--max_iterations 26 --pretrain_iterations 3 --lr_decay_every 4` |" in md
     assert "- 5 labeled, BCP teacher: +5.00 ± 0.00 (per seed: +5.00, +5.00)" in md  # minus Mean Teacher's teacher
     assert "- 5 labeled, BCP student: +15.00 ± 0.00" in md  # minus labeled-only
+
+
+def test_admt_scales_its_iterations_and_its_ramp_up_with_the_grid():
+    assert schedule_flags("ADMT", 6000) == ["--max_iterations", "15000", "--consistency_rampup", "40"]
+    assert schedule_flags("ADMT", 1500) == ["--max_iterations", "3750", "--consistency_rampup", "10"]
+    assert schedule_flags("ADMT", 1000) == ["--max_iterations", "2500", "--consistency_rampup", "6.667"]
+    # a ramp-up is a length in units of 150 iterations, not a whole number of iterations
+    assert effective_schedule("ADMT", 1500, [*schedule_flags("ADMT", 1500)[2:], "--consistency_rampup", "7.5"]) == [
+        "--max_iterations", "3750", "--consistency_rampup", "7.5"]
+    with pytest.raises(UserError, match="ADMT's --consistency_rampup is '-1': give a number, at least 0"):
+        effective_schedule("ADMT", 1500, ["--consistency_rampup", "-1"])
+    with pytest.raises(UserError, match="ADMT's --max_iterations is '2.5'"):
+        effective_schedule("ADMT", 1500, ["--max_iterations", "2.5"])
+
+
+def test_the_share_of_the_gap_to_all_labeled_is_paired_by_seed(tmp_path):
+    """Seed 1: labeled-only 0.60, all labeled 0.80, Mean Teacher 0.75 -> 75 %; seed 2: 0.70,
+    0.80, 0.72 -> 20 %; the all-labeled row comes last, at its own label count."""
+    dice = {("SUP", 1): 0.60, ("SUP", 2): 0.70, ("MT", 1): 0.75, ("MT", 2): 0.72, ("FULL", 1): 0.80, ("FULL", 2): 0.80}
+    runs = [Run(m, 50 if m == "FULL" else 5, s, f"x_s{s}", ("--max_iterations", "9"))
+            for s in (1, 2) for m in ("SUP", "MT", "FULL")]
+    for run in runs:
+        write_summary(run.eval_dir(tmp_path, False), (dice[run.method, run.seed],))
+        if run.method == "MT":
+            write_summary(run.eval_dir(tmp_path, True), (dice[run.method, run.seed] + 0.01,))
+    rows = collect(runs, tmp_path, [5], 50)
+    assert [(r["method"], r["labelnum"]) for r in rows] == [("SUP", 5), ("MT", 5), ("MT", 5), ("FULL", 50)]
+    closed = {c["model"]: c for c in gap_closed(rows)}
+    assert closed["student"]["per_seed"] == pytest.approx({1: 75.0, 2: 20.0})
+    assert closed["student"]["mean"] == pytest.approx(47.5) and closed["student"]["gap_points"] == pytest.approx(15.0)
+    assert closed["teacher"]["per_seed"] == pytest.approx({1: 80.0, 2: 30.0})
+    # the all-labeled row is no method's baseline and is not compared with labeled-only
+    assert all(d["method"] != "FULL" for d in differences(rows, "SUP"))
+    md = markdown_report({"dataset": "X", "train_list": "t", "eval_list": "e", "val_list": "e", "max_iterations": 9,
+                          "seeds": [1, 2], "command": "python reproduce.py"}, rows, [], [])
+    assert "| all labeled | 50 (100 %) | 2 |" in md
+    assert "training with all 50 cases labeled" in md
+    assert "- 5 labeled, Mean Teacher student: 47.50 ± 38.89 % of a 15.00-point gap (per seed: 75 %, 20 %)" in md
+    assert gap_closed([r for r in rows if r["method"] != "FULL"]) == []

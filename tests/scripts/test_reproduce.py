@@ -325,3 +325,27 @@ def test_a_run_folder_with_results_is_never_replaced_only_an_interrupted_start(g
                 if f"SUP_2_s{seed}:" in line and "train_sup.py" in line}
     assert commands["21"].endswith("--overwrite"), commands
     assert "--overwrite" not in commands["22"], commands
+
+
+def test_admt_and_the_all_labeled_ceiling_join_the_grid(tmp_path):
+    """AD-MT trains its own schedule scaled to the grid (15000 / 6000 of it); FULL trains
+    labeled-only once per seed with every training case labeled, and the table says how much of
+    the gap to it each method closes."""
+    volumes = generate_dataset(tmp_path / "data", num_train=6, num_test=2, size=(48, 48, 24))
+    proc = ok(reproduce(["--dataset_name", "Synthetic", "--root_path", volumes, "--labelnum", "2", "--seeds", "1",
+                         "--max_iterations", "2", "--methods", "SUP", "ADMT", "FULL", "--out", "res",
+                         "--figure_cases", "1", "--train_args", " ".join([*PATCH, "--log_every", "1"]),
+                         "--eval_args", " ".join(PATCH)], tmp_path))
+    assert "3 runs: SUP, ADMT, FULL x labelnum [2]" in proc.stdout
+    full_run = tmp_path / "model" / "Synthetic_repro2_s1_6_labeled" / "FULL"
+    assert (full_run / "iter_2.pth").is_file() and log_lines(full_run, "6 labeled cases")
+    assert (tmp_path / "model" / "Synthetic_repro2_s1_2_labeled" / "ADMT" / "iter_5.pth").is_file()
+    results = json.loads((tmp_path / "res" / "results.json").read_text())
+    assert [(r["method"], r["model"], r["labelnum"]) for r in results["rows"]] == [
+        ("SUP", "student", 2), ("ADMT", "student", 2), ("ADMT", "teacher", 2), ("FULL", "student", 6)]
+    assert results["rows"][1]["schedule"] == "--max_iterations 5 --consistency_rampup 0.01333"
+    md = (tmp_path / "res" / "results.md").read_text()
+    assert "| all labeled | 6 (100 %) | 1 |" in md and "python train_sup.py" in md and "--model FULL" in md
+    sup, admt, full = (results["rows"][i]["per_seed"]["dice"][0] for i in (0, 1, 3))
+    if full != sup:  # a gap to close (none where both score the same)
+        assert f"- 2 labeled, AD-MT student: {100 * (admt - sup) / (full - sup):.2f} % of a" in md
