@@ -6,7 +6,8 @@ stretch, data wait included) is read back.
     OMP_NUM_THREADS=2 python benchmarks/bench_methods.py --dataset_name Hippocampus \\
         --root_path ../shared/data/Hippocampus --train_list dev_train.list --labelnum 17 --iterations 60
 
-Each method runs with its own defaults (BCP: 4 labeled + 4 unlabeled patches; the others 2 + 2)
+Each method runs with its own defaults (BCP: 4 labeled + 4 unlabeled patches; the others 2 + 2;
+AD-MT's student sees 2 + 2 + 2, the unlabeled patches' strong view added)
 except the schedule; BCP is timed in its self-training stage (--pretrain_iterations 0 times
 stage 2; pass --bcp_pretraining to time stage 1 instead).
 """
@@ -21,7 +22,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = {"SUP": "train_sup.py", "MT": "train_mean_teacher.py", "UAMT": "train_uamt.py", "BCP": "train_bcp.py"}
+SCRIPTS = {"SUP": "train_sup.py", "MT": "train_mean_teacher.py", "UAMT": "train_uamt.py", "BCP": "train_bcp.py",
+           "ADMT": "train_admt.py"}
 SPEED = re.compile(r"speed: ([0-9.]+) s/iteration over the last (\d+) iterations, data wait ([0-9.]+)")
 
 
