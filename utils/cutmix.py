@@ -32,8 +32,9 @@ class CutMixBoxes:
 
 def random_boxes(batch_size: int, spatial_shape, *, beta: float = 4.0) -> CutMixBoxes:
     """AD-MT's random boxes, drawn from torch's global generator (seeds and --resume cover it):
-    one ``lam ~ Beta(beta, beta)`` for the batch, each side ``int(side * sqrt(1 - lam))``
-    voxels around a centre drawn per sample from ``[side // 8, side)``, clipped to the patch, and
+    one ``lam ~ Beta(beta, beta)`` for the batch, a length ``n = int(side * sqrt(1 - lam))`` per
+    axis, the box ``[centre - n // 2, centre + n // 2)`` (so an even number of voxels, at most n)
+    around a centre drawn per sample from ``[side // 8, side)``, clipped to the patch, and
     a random permutation of the batch as the sources."""
     lam = torch.distributions.Beta(beta, beta).sample().item()
     cut = (1.0 - lam) ** 0.5

@@ -141,3 +141,50 @@ def test_repeated_updates_converge_to_student():
         update_teacher(teacher, student, 0.9)
     for t, s in zip(teacher.parameters(), student.parameters()):
         torch.testing.assert_close(t, s, rtol=0, atol=1e-6)
+
+
+def bn_pair(seed=8):
+    teacher, student = pair(seed=seed)
+    with torch.no_grad():
+        teacher.bn.running_mean.copy_(torch.arange(5.0))
+        teacher.bn.running_var.fill_(4.0)
+        teacher.bn.num_batches_tracked.fill_(11)
+        student.bn.running_mean.fill_(-1.0)
+        student.bn.running_var.copy_(torch.arange(1.0, 6.0))
+        student.bn.num_batches_tracked.fill_(2)
+    return teacher, student
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_buffers_true_averages_float_buffers_not_the_counter(foreach):
+    teacher, student = bn_pair()
+    before_t = [p.detach().clone() for p in teacher.parameters()]
+    before_s = [p.detach().clone() for p in student.parameters()]
+    update_teacher(teacher, student, 0.75, foreach=foreach, buffers=True)
+    torch.testing.assert_close(teacher.bn.running_mean, 0.75 * torch.arange(5.0) + 0.25 * -1.0)
+    torch.testing.assert_close(teacher.bn.running_var, 0.75 * 4.0 + 0.25 * torch.arange(1.0, 6.0))
+    assert teacher.bn.num_batches_tracked.item() == 11
+    assert teacher.bn.num_batches_tracked.dtype == torch.int64
+    # the parameters are averaged as without buffers, the student left alone
+    for t, t0, s0 in zip(teacher.parameters(), before_t, before_s):
+        torch.testing.assert_close(t.detach(), 0.75 * t0 + 0.25 * s0, rtol=1e-6, atol=1e-7)
+    assert torch.equal(student.bn.running_mean, torch.full((5,), -1.0))
+    assert torch.equal(student.bn.running_var, torch.arange(1.0, 6.0))
+    assert student.bn.num_batches_tracked.item() == 2
+    assert all(p.grad_fn is None for p in teacher.buffers())
+
+
+def test_buffers_true_with_alpha_zero_copies_the_statistics():
+    teacher, student = bn_pair(seed=9)
+    update_teacher(teacher, student, 0.0, buffers=True)
+    assert torch.equal(teacher.bn.running_mean, student.bn.running_mean)
+    assert torch.equal(teacher.bn.running_var, student.bn.running_var)
+    assert teacher.bn.num_batches_tracked.item() == 11
+
+
+def test_buffers_default_leaves_the_statistics_alone():
+    teacher, student = bn_pair(seed=10)
+    update_teacher(teacher, student, 0.5)
+    assert torch.equal(teacher.bn.running_mean, torch.arange(5.0))
+    assert torch.equal(teacher.bn.running_var, torch.full((5,), 4.0))
+    assert teacher.bn.num_batches_tracked.item() == 11

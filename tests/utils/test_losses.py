@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.losses import (CONSISTENCY_LOSSES, DICE_SMOOTH, foreground_dice_loss, soft_dice_loss, softmax_kl_loss,
-                          softmax_mse_loss, supervised_loss)
+from utils.losses import (CONSISTENCY_LOSSES, DICE_SMOOTH, confident_cross_entropy, foreground_dice_loss,
+                          soft_dice_loss, softmax_kl_loss, softmax_mse_loss, supervised_loss)
 
 
 def np_softmax(x, axis=1):
@@ -152,3 +152,71 @@ def test_consistency_gradient_only_through_student():
 
 def test_consistency_registry():
     assert CONSISTENCY_LOSSES == {"mse": softmax_mse_loss, "kl": softmax_kl_loss}
+
+
+# --- confident_cross_entropy (AD-MT's unlabeled loss) ------------------------------------------
+
+def two_voxels():
+    """(B=1, C=2, 2 voxels): voxel 0 logits (2, 0), voxel 1 logits (0, 1)."""
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 2)
+    labels = torch.tensor([[1, 1]])
+    return logits, labels
+
+
+def test_confident_cross_entropy_by_hand():
+    logits, labels = two_voxels()
+    # only voxel 1 is confident: its CE against class 1 is -log(e^1 / (1 + e^1)) = log(1 + e^-1)
+    loss, share = confident_cross_entropy(logits, labels, torch.tensor([[0.5, 0.9]]), 0.8)
+    assert loss.item() == pytest.approx(np.log1p(np.exp(-1.0)), rel=1e-6)
+    assert share.item() == 0.5
+    # only voxel 0: -log(e^0 / (e^2 + 1)) = log(1 + e^2)
+    loss, share = confident_cross_entropy(logits, labels, torch.tensor([[0.95, 0.1]]), 0.8)
+    assert loss.item() == pytest.approx(np.log1p(np.exp(2.0)), rel=1e-6)
+    assert share.item() == 0.5
+    # both: their mean; the threshold itself counts (>=)
+    loss, share = confident_cross_entropy(logits, labels, torch.tensor([[0.8, 0.8]]), 0.8)
+    assert loss.item() == pytest.approx((np.log1p(np.exp(2.0)) + np.log1p(np.exp(-1.0))) / 2, rel=1e-6)
+    assert share.item() == 1.0
+
+
+def test_confident_cross_entropy_threshold_zero_is_plain_cross_entropy():
+    logits, labels = logits_and_labels(3, seed=11)
+    confidence = torch.rand(labels.shape, generator=torch.Generator().manual_seed(0))
+    loss, share = confident_cross_entropy(logits, labels, confidence, 0.0)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
+    assert share.item() == 1.0
+    # and a threshold that keeps some: the mean of their CE
+    loss, share = confident_cross_entropy(logits, labels, confidence, 0.6)
+    keep = confidence >= 0.6
+    per_voxel = F.cross_entropy(logits, labels, reduction="none")
+    assert loss.item() == pytest.approx(per_voxel[keep].mean().item(), rel=1e-6)
+    assert share.item() == pytest.approx(keep.float().mean().item(), rel=1e-6)
+
+
+def test_confident_cross_entropy_with_no_confident_voxel_is_zero_and_finite():
+    logits, labels = two_voxels()
+    logits.requires_grad_(True)
+    loss, share = confident_cross_entropy(logits, labels, torch.tensor([[0.5, 0.79]]), 0.8)
+    assert loss.item() == 0.0 and share.item() == 0.0
+    assert torch.isfinite(loss) and torch.isfinite(share)
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_confident_cross_entropy_gradient_only_from_confident_voxels():
+    logits, labels = logits_and_labels(2, seed=12, shape=(1, 3, 2, 2))
+    confidence = torch.zeros(labels.shape)
+    confidence[0, 1, 0, 1] = 0.9
+    confidence[0, 2, 1, 0] = 1.0
+    logits.requires_grad_(True)
+    loss, share = confident_cross_entropy(logits, labels, confidence, 0.8)
+    assert share.item() == pytest.approx(2 / 12)
+    loss.backward()
+    grad_per_voxel = logits.grad.abs().sum(dim=1)  # (1, 3, 2, 2)
+    assert (grad_per_voxel > 0).nonzero().tolist() == [[0, 1, 0, 1], [0, 2, 1, 0]]
+    # the gradient of a mean over 2 voxels: (softmax - one_hot) / 2 at each of them
+    probs = F.softmax(logits.detach(), dim=1)
+    for x, y, z in [(1, 0, 1), (2, 1, 0)]:
+        expected = probs[0, :, x, y, z].clone()
+        expected[labels[0, x, y, z]] -= 1
+        torch.testing.assert_close(logits.grad[0, :, x, y, z], expected / 2, rtol=1e-5, atol=1e-7)
