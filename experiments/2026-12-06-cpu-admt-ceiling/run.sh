@@ -1,0 +1,79 @@
+#!/bin/bash
+# AD-MT and the all-labeled ceiling (README.md beside this file), in steps; each step skips what
+# is done, and every training run resumes from its latest.pth after a stop.
+#
+#   bash run.sh la          # LA proxy, 6 labeled, 3 seeds: ADMT and FULL beside SUP and MT of 2026-12-01
+#   bash run.sh schedule    # Hippocampus, seed 1337: SUP 17 and FULL at 2000, 4000, 6000 iterations
+#                           # until FULL is 5 Dice above SUP on dev_val (writes hippocampus_schedule.txt)
+#   bash run.sh hippocampus # Hippocampus at that schedule: SUP, MT, ADMT, FULL, 3 seeds
+#   bash run.sh collect     # evaluations, logs and tables back into this folder
+#
+# Env: CODE (a copy of the repository at the commit the runs use, so that later edits cannot reach
+# running jobs; default /work/grids/code35), GRIDS (/work/grids), LA and HIPPO (the data), SEEDS.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(git -C "$HERE" rev-parse --show-toplevel)"
+GRIDS="${GRIDS:-/work/grids}"; CODE="${CODE:-$GRIDS/code35}"; OUT="$GRIDS/admt"
+LA="${LA:-$REPO/../shared/data/LA}"; HIPPO="${HIPPO:-$(cd "$REPO/../shared/data/Hippocampus" && pwd)}"
+COMMIT="${COMMIT:-$(git -C "$REPO" rev-parse --short HEAD)}"
+DATA="$GRIDS/LAhalf"; ROOT="$DATA/2018LA_Seg_Training Set"
+read -ra SEEDS <<< "${SEEDS:-1337 1338 1339}"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # two runs at a time on two cores
+mkdir -p "$OUT"
+[ -d "$CODE" ] || git -C "$REPO" worktree add --detach "$CODE" "$COMMIT"
+[ -d "$ROOT" ] || python "$REPO/tools/la_half_resolution.py" "$LA" "$DATA"
+
+# Hippocampus candidates: the README's recipe lengthened, its learning-rate step kept at 70 % of the run
+hippocampus_grid() {  # hippocampus_grid <iterations> <methods...>
+  local iterations=$1; shift
+  python reproduce.py --dataset_name Hippocampus --root_path "$HIPPO" --labelnum 17 --max_iterations "$iterations" \
+    --val_every $((iterations / 8)) --train_args "--lr_decay_every $((iterations * 7 / 10))" \
+    --mt_args "--consistency_rampup $(python -c "print(f'{40 * $iterations / 6000:.4g}')")" \
+    --jobs 2 --out "$OUT/Hippocampus_hippo$iterations" --exp hippo "$@"
+}
+
+case "${1:?la, schedule, hippocampus or collect}" in
+la)
+  # the 2026-12-01 grid's SUP and MT evaluations (same recipe): evaluated already, not retrained
+  mkdir -p "$OUT/LA_half_methods1500"
+  old="$REPO/experiments/2026-12-01-cpu-la-proxy-methods/LA_half_methods1500"
+  for part in eval scalars logs; do
+    mkdir -p "$OUT/LA_half_methods1500/$part"
+    for src in "$old/$part"/*_6_s*; do
+      case "$(basename "$src")" in SUP_*|MT_*|train_SUP_*|train_MT_*|eval_SUP_*|eval_MT_*) cp -rn "$src" "$OUT/LA_half_methods1500/$part/";; esac
+    done
+  done
+  cd "$CODE"
+  python reproduce.py --dataset_name LA --root_path "$ROOT" --train_list "$DATA/dev_train.list" \
+    --eval_list "$DATA/dev_val.list" --labelnum 6 --seeds "${SEEDS[@]}" --max_iterations 1500 --val_every 500 \
+    --methods SUP MT ADMT FULL --jobs 2 --train_args "--patch_size 64 64 32 --lr_decay_every 625 --save_every 125" \
+    --mt_args "--consistency_rampup 10" --eval_args "--patch_size 64 64 32 --stride_xy 9 --stride_z 2" \
+    --out "$OUT/LA_half_methods1500" >> "$OUT/console_la.txt" 2>&1 ;;
+schedule)
+  cd "$CODE"
+  chosen=""; widest=-100; widest_at=""
+  for iterations in 2000 4000 6000; do
+    hippocampus_grid "$iterations" --seeds 1337 --methods SUP FULL >> "$OUT/console_schedule.txt" 2>&1
+    gap=$(python -c "import json, sys; rows = {r['method']: r['mean']['dice'] for r in json.load(open(sys.argv[1]))['rows']}
+print(f\"{100 * (rows['FULL'] - rows['SUP']):.2f}\")" "$OUT/Hippocampus_hippo$iterations/results.json")
+    echo "$iterations iterations: FULL - SUP = $gap Dice points (seed 1337, dev_val)" | tee -a "$OUT/schedule.txt"
+    if python -c "import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))" "$gap" "$widest"; then widest=$gap; widest_at=$iterations; fi
+    if python -c "import sys; sys.exit(not float(sys.argv[1]) >= 5)" "$gap"; then chosen=$iterations; break; fi
+  done
+  echo "${chosen:-$widest_at}" > "$OUT/hippocampus_schedule.txt"
+  echo "chosen: ${chosen:-$widest_at} iterations (${chosen:+the shortest with a gap of at least 5}${chosen:-none reached 5: the widest gap})" | tee -a "$OUT/schedule.txt" ;;
+hippocampus)
+  iterations=$(cat "$OUT/hippocampus_schedule.txt")
+  cd "$CODE"
+  hippocampus_grid "$iterations" --seeds "${SEEDS[@]}" --methods SUP MT ADMT FULL >> "$OUT/console_hippocampus.txt" 2>&1 ;;
+collect)
+  for grid in "$OUT"/LA_half_* "$OUT"/Hippocampus_*; do
+    [ -d "$grid" ] || continue
+    mkdir -p "$HERE/$(basename "$grid")"
+    for part in eval logs scalars; do [ -d "$grid/$part" ] && cp -r "$grid/$part" "$HERE/$(basename "$grid")/"; done
+    for file in "$grid"/results*.md "$grid"/results*.json "$grid"/*.png; do [ -f "$file" ] && cp "$file" "$HERE/$(basename "$grid")/"; done
+  done
+  find "$HERE" \( -name .lock -o -name .incomplete \) -prune -exec rm -rf {} +
+  for file in "$OUT"/console_*.txt "$OUT"/schedule.txt "$OUT"/hippocampus_schedule.txt; do [ -f "$file" ] && cp "$file" "$HERE/"; done
+  true ;;
+esac
