@@ -234,16 +234,20 @@ def test_labeled_only_under_torchrun(data, tmp_path):
 
 
 @pytest.mark.parametrize("script, model, extra", [("train_uamt.py", "UAMT", ["--uncertainty_passes", "2"]),
-                                                  ("train_bcp.py", "BCP", ["--pretrain_iterations", "2"])])
-def test_uamt_and_bcp_under_torchrun(script, model, extra, data, tmp_path):
-    """Both ranks end with the same student and teacher (for BCP through both stages), and one
-    rank writes the run folder."""
+                                                  ("train_bcp.py", "BCP", ["--pretrain_iterations", "2"]),
+                                                  ("train_admt.py", "ADMT", ["--switch_period", "2"])])
+def test_uamt_bcp_and_admt_under_torchrun(script, model, extra, data, tmp_path):
+    """Both ranks end with the same student and teacher (for BCP through both stages; for AD-MT
+    both teachers, whose turns every rank takes alike), and one rank writes the run folder."""
     probe = tmp_path / "probe"
     probe.mkdir()
     torchrun(script, [*data, *FLAGS, "--max_iterations", "4", "--exp", "ddp", *extra], tmp_path, probe)
     states = [torch.load(probe / f"rank{r}.pt", weights_only=False) for r in range(RANKS)]
     assert tensors_equal(states[0]["student"], states[1]["student"])
     assert tensors_equal(states[0]["teacher"], states[1]["teacher"])
+    if model == "ADMT":
+        assert tensors_equal(states[0]["teacher_b"], states[1]["teacher_b"])
+        assert not tensors_equal(states[0]["teacher"], states[0]["teacher_b"])
     folder = tmp_path / "model" / f"Synthetic_ddp_{LABELNUM}_labeled" / model
     assert tensors_equal(load_checkpoint(folder / "iter_4.pth")["student"], states[0]["student"])
     iterations = [line for line in log_lines(folder, "iteration") if "loss/total" in line]
