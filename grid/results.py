@@ -213,9 +213,10 @@ def _cell(mean: float, std: float, percent: bool, sign: str = "") -> str:
 def markdown_report(header: dict, rows: list[dict], commands: list[list[str]], pictures: list[str]) -> str:
     units = rows[0]["units"] if rows else "voxels"
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-    title = ", ".join(METHODS[m].label for m in methods if m != "SUP")
+    title = ", ".join(METHODS[m].label for m in methods if m not in ("SUP", "FULL"))
     lines = [f"# {header['dataset']}: {title or 'labeled-only training'}"
-             + (" against labeled-only training" if "SUP" in methods and title else ""), "",
+             + (" against labeled-only training" if "SUP" in methods and title else "")
+             + (" and training with every case labeled" if "FULL" in methods else ""), "",
              f"Trained on `{header['train_list']}` for {header['max_iterations']} iterations (each method its own "
              f"schedule scaled by {header['max_iterations']} / {ORIGINAL_ITERATIONS}: see the table), seeds "
              f"{', '.join(map(str, header['seeds']))}; the **last** checkpoint of each run is evaluated on "

@@ -131,6 +131,7 @@ def test_the_share_of_the_gap_to_all_labeled_is_paired_by_seed(tmp_path):
     assert all(d["method"] != "FULL" for d in differences(rows, "SUP"))
     md = markdown_report({"dataset": "X", "train_list": "t", "eval_list": "e", "val_list": "e", "max_iterations": 9,
                           "seeds": [1, 2], "command": "python reproduce.py"}, rows, [], [])
+    assert md.startswith("# X: Mean Teacher against labeled-only training and training with every case labeled")
     assert "| all labeled | 50 (100 %) | 2 |" in md
     assert "training with all 50 cases labeled" in md
     assert "- 5 labeled, Mean Teacher student: 47.50 ± 38.89 % of a 15.00-point gap (per seed: 75 %, 20 %)" in md
