@@ -9,19 +9,21 @@
 #   bash run.sh collect     # evaluations, logs and tables back into this folder
 #
 # Env: CODE (a copy of the repository at the commit the runs use, so that later edits cannot reach
-# running jobs; default /work/grids/code35), GRIDS (/work/grids), LA and HIPPO (the data), SEEDS.
+# running jobs; default /work/grids/code35), GRIDS (/work/grids), LA and HIPPO (the data), SEEDS,
+# JOBS (runs at a time, default 2), THREADS (per run, default 1). On a lent GPU, from the
+# checkout with the Hippocampus data carried in .devdata/Hippocampus:
+#   GRIDS=/tmp/grids CODE=$PWD HIPPO=$PWD/.devdata/Hippocampus JOBS=4 bash <this> schedule
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-REPO="$(git -C "$HERE" rev-parse --show-toplevel)"
+REPO="$(cd "$HERE/../.." && pwd)"   # experiments/<this>
 GRIDS="${GRIDS:-/work/grids}"; CODE="${CODE:-$GRIDS/code35}"; OUT="$GRIDS/admt"
 LA="${LA:-$REPO/../shared/data/LA}"; HIPPO="${HIPPO:-$(cd "$REPO/../shared/data/Hippocampus" && pwd)}"
-COMMIT="${COMMIT:-$(git -C "$REPO" rev-parse --short HEAD)}"
 DATA="$GRIDS/LAhalf"; ROOT="$DATA/2018LA_Seg_Training Set"
 read -ra SEEDS <<< "${SEEDS:-1337 1338 1339}"
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # two runs at a time on two cores
+JOBS="${JOBS:-2}"
+export OMP_NUM_THREADS="${THREADS:-1}" MKL_NUM_THREADS="${THREADS:-1}"   # two runs at a time on two cores
 mkdir -p "$OUT"
-[ -d "$CODE" ] || git -C "$REPO" worktree add --detach "$CODE" "$COMMIT"
-[ -d "$ROOT" ] || python "$REPO/tools/la_half_resolution.py" "$LA" "$DATA"
+[ -d "$CODE" ] || git -C "$REPO" worktree add --detach "$CODE" "${COMMIT:-HEAD}"
 
 # Hippocampus candidates: the README's recipe lengthened, its learning-rate step kept at 70 % of the run
 hippocampus_grid() {  # hippocampus_grid <iterations> <methods...>
@@ -29,11 +31,12 @@ hippocampus_grid() {  # hippocampus_grid <iterations> <methods...>
   python reproduce.py --dataset_name Hippocampus --root_path "$HIPPO" --labelnum 17 --max_iterations "$iterations" \
     --val_every $((iterations / 8)) --train_args "--lr_decay_every $((iterations * 7 / 10))" \
     --mt_args "--consistency_rampup $(python -c "print(f'{40 * $iterations / 6000:.4g}')")" \
-    --jobs 2 --out "$OUT/Hippocampus_hippo$iterations" --exp hippo "$@"
+    --jobs "$JOBS" --out "$OUT/Hippocampus_hippo$iterations" --exp hippo "$@"
 }
 
 case "${1:?la, schedule, hippocampus or collect}" in
 la)
+  [ -d "$ROOT" ] || python "$REPO/tools/la_half_resolution.py" "$LA" "$DATA"
   # the 2026-12-01 grid's SUP and MT evaluations (same recipe): evaluated already, not retrained
   mkdir -p "$OUT/LA_half_methods1500"
   old="$REPO/experiments/2026-12-01-cpu-la-proxy-methods/LA_half_methods1500"
@@ -46,7 +49,7 @@ la)
   cd "$CODE"
   python reproduce.py --dataset_name LA --root_path "$ROOT" --train_list "$DATA/dev_train.list" \
     --eval_list "$DATA/dev_val.list" --labelnum 6 --seeds "${SEEDS[@]}" --max_iterations 1500 --val_every 500 \
-    --methods SUP MT ADMT FULL --jobs 2 --train_args "--patch_size 64 64 32 --lr_decay_every 625 --save_every 125" \
+    --methods SUP MT ADMT FULL --jobs "$JOBS" --train_args "--patch_size 64 64 32 --lr_decay_every 625 --save_every 125" \
     --mt_args "--consistency_rampup 10" --eval_args "--patch_size 64 64 32 --stride_xy 9 --stride_z 2" \
     --out "$OUT/LA_half_methods1500" >> "$OUT/console_la.txt" 2>&1 ;;
 schedule)
