@@ -3,7 +3,7 @@ or full disk while saving never harms the last good file), reading it, and rebui
 
 A checkpoint is one dict: ``iteration`` (iterations done), ``network`` (the VNet's
 configuration, its stages' ``strides`` included), ``student`` and ``teacher`` weights
-(``teacher`` None for labeled-only runs), ``optimizer`` and ``scaler`` state, ``args`` (every
+(``teacher`` None for labeled-only runs; AD-MT adds ``teacher_b``, its second teacher), ``optimizer`` and ``scaler`` state, ``args`` (every
 flag of the run, the data-dependent settings among them: patch, strides, voxel size,
 normalisation, window, and where each came from); what decides the data, which ``--resume``
 compares: ``labeled_ids`` and ``unlabeled_ids`` (the training cases in order) and
