@@ -2,6 +2,7 @@
 evaluation's ``summary.json``, mean and std over seeds, and the Markdown report."""
 import json
 import math
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,25 @@ class Run:
     def eval_dir(self, out: Path, teacher: bool) -> Path:
         return Path(out) / "eval" / (self.name + ("_teacher" if teacher else ""))
 
+    def train_log(self, out: Path) -> Path:
+        return Path(out) / "logs" / f"train_{self.name}.txt"
+
+
+_SPEED = re.compile(r"speed: ([0-9.]+) s/iteration over the last ([0-9]+) iterations")
+
+
+def training_speed(log_text: str) -> float | None:
+    """A run's seconds per training iteration from its console log: each process's last speed
+    line (a resumed run appends a ``$ command`` line and a process per resume), weighted by
+    the iterations it timed; None where no process timed any."""
+    timed = []
+    for process in re.split(r"^\$ ", log_text, flags=re.MULTILINE):
+        found = _SPEED.findall(process)
+        if found:
+            timed.append((float(found[-1][0]), int(found[-1][1])))
+    iterations = sum(count for _, count in timed)
+    return sum(seconds * count for seconds, count in timed) / iterations if iterations else None
+
 
 def mean_std(values) -> tuple[float, float]:
     """Mean and sample standard deviation (n - 1; NaN for a single value) of finite values."""
@@ -146,6 +166,8 @@ def collect(runs, out: Path, labelnums, train_cases: int) -> list[dict]:
                     continue
                 seeds = {r.seed: seed_metrics(read_summary(r.eval_dir(out, teacher) / "summary.json"))
                          for r in chosen}
+                speeds = [training_speed(r.train_log(out).read_text(errors="replace"))
+                          for r in chosen if r.train_log(out).is_file()]
                 row = {"method": method, "label": spec.label + (" (teacher)" if teacher else ""),
                        "model": "teacher" if teacher else "student", "labelnum": labelnum,
                        "iterations": chosen[0].iterations,
@@ -153,7 +175,9 @@ def collect(runs, out: Path, labelnums, train_cases: int) -> list[dict]:
                        "labeled_percent": round(100 * labelnum / train_cases, 1), "seeds": list(seeds),
                        "units": next(iter(seeds.values()))["units"],
                        "per_seed": {m: [s["metrics"][m] for s in seeds.values()] for m in METRICS},
-                       "empty_predictions": sum(s["empty_predictions"] for s in seeds.values())}
+                       "empty_predictions": sum(s["empty_predictions"] for s in seeds.values()),
+                       # as logged on the machine that trained it (runs sharing it slow each other)
+                       "seconds_per_iteration": mean_std(speeds)[0] if any(speeds) else None}
                 row["mean"], row["std"] = {}, {}
                 for m in METRICS:
                     row["mean"][m], row["std"][m] = mean_std(row["per_seed"][m])
@@ -222,17 +246,21 @@ def markdown_report(header: dict, rows: list[dict], commands: list[list[str]], p
              f"{', '.join(map(str, header['seeds']))}; the **last** checkpoint of each run is evaluated on "
              f"`{header['eval_list']}`. Each cell is the mean ± standard deviation over seeds (n - 1) of the "
              f"per-seed mean over cases (and over foreground classes). Dice and Jaccard in %, 95HD and ASD in "
-             f"{units}. " + (f"Validation on `{header['val_list']}` only draws the curves; no checkpoint is chosen."
+             f"{units}; s/iteration: training seconds per iteration as each run logged them, mean over seeds "
+             f"(runs that shared a machine slowed each other). " + (f"Validation on `{header['val_list']}` only draws the curves; no checkpoint is chosen."
                             if header["val_list"] else "No validation (the evaluation cases are test cases, which no "
                             "run may validate on); no checkpoint is chosen."), "",
              f"Command: `{header['command']}`", "",
-             "| method | labeled | seeds | schedule | Dice % | Jaccard % | 95HD | ASD | Dice per seed | empty predictions |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | labeled | seeds | schedule | Dice % | Jaccard % | 95HD | ASD | Dice per seed | empty predictions "
+             "| s/iteration |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = [_cell(r["mean"][m], r["std"][m], m in PERCENT) for m in METRICS]
         per_seed = ", ".join(f"{100 * d:.2f}" for d in r["per_seed"]["dice"])
+        speed = r.get("seconds_per_iteration")
         lines.append(f"| {r['label']} | {r['labelnum']} ({r['labeled_percent']:g} %) | {len(r['seeds'])} | "
-                     f"`{r['schedule']}` | " + " | ".join(cells) + f" | {per_seed} | {r['empty_predictions']} |")
+                     f"`{r['schedule']}` | " + " | ".join(cells) + f" | {per_seed} | {r['empty_predictions']} | "
+                     + (f"{speed:.3g} |" if speed else "n/a |"))
     for baseline in ("SUP", "MT"):
         diffs = [d for d in differences(rows, baseline) if baseline == "SUP" or d["method"] != "SUP"]
         if not diffs:

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from grid.results import (Run, collect, differences, effective_schedule, gap_closed, markdown_report, mean_std,
-                          schedule_flags)
+                          schedule_flags, training_speed)
 from utils.errors import UserError
 
 
@@ -42,6 +42,40 @@ def test_collect_averages_classes_then_seeds(tmp_path):
     assert "| labeled-only | 5 (10 %) | 3 | `--max_iterations 9` | 70.00 ± 10.00 |" in md
     assert "- 5 labeled, Mean Teacher student: +6.67 ± 5.77 (per seed: +10.00, +0.00, +10.00)" in md
     assert "Dice % per foreground class" in md and "![curves.png](curves.png)" in md
+
+
+RESUMED_LOG = """$ python train_mean_teacher.py --max_iterations 300
+[10:00:00] done: 100 iterations (100 in this process, 30.0 s); speed: 0.5000 s/iteration over the last 80 iterations, data wait 0.0010 s/iteration
+[10:01:00] done: 200 iterations (200 in this process, 90.0 s); speed: 0.4000 s/iteration over the last 180 iterations, data wait 0.0010 s/iteration
+Killed
+$ python train_mean_teacher.py --max_iterations 300 --resume
+[11:00:00] done: 300 iterations (100 in this process, 70.0 s); speed: 0.8000 s/iteration over the last 80 iterations, data wait 0.0010 s/iteration
+"""
+
+
+def test_training_speed_weighs_each_process_by_the_iterations_it_timed():
+    # the first process's last line (0.4 over 180) and the resumed one's (0.8 over 80)
+    assert training_speed(RESUMED_LOG) == pytest.approx((0.4 * 180 + 0.8 * 80) / 260)
+    assert training_speed("$ python train_sup.py\nerror: no such file\n") is None
+
+
+def test_the_report_shows_each_rows_logged_speed(tmp_path):
+    runs = [Run("SUP", 5, s, f"x_s{s}", ("--max_iterations", "9")) for s in (1, 2)]
+    for run in runs:
+        write_summary(run.eval_dir(tmp_path, False), (0.6,))
+    run_log = runs[0].train_log(tmp_path)
+    run_log.parent.mkdir(parents=True)
+    run_log.write_text(RESUMED_LOG)  # the second seed has no log (brought from elsewhere): left out
+    row, = collect(runs, tmp_path, [5], 50)
+    assert row["seconds_per_iteration"] == pytest.approx(training_speed(RESUMED_LOG))
+    md = markdown_report({"dataset": "X", "train_list": "t", "eval_list": "e", "val_list": "e", "max_iterations": 9,
+                          "seeds": [1, 2], "command": "c"}, [row], [], [])
+    assert md.splitlines()[[i for i, line in enumerate(md.splitlines()) if line.startswith("| labeled-only")][0]] \
+        .endswith("| 0 | 0.523 |")
+    (tmp_path / "logs" / "train_SUP_5_s1.txt").unlink()
+    assert "| 0 | n/a |" in markdown_report({"dataset": "X", "train_list": "t", "eval_list": "e", "val_list": "e",
+                                              "max_iterations": 9, "seeds": [1, 2], "command": "c"},
+                                             collect(runs, tmp_path, [5], 50), [], [])
 
 
 def test_mean_std_of_one_or_no_value():

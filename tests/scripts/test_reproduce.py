@@ -69,6 +69,7 @@ def test_results_are_the_mean_and_std_over_seeds(grid):
         assert row["mean"]["dice"] == pytest.approx(np.mean(per_seed))
         assert row["std"]["dice"] == pytest.approx(np.std(per_seed, ddof=1))
         assert row["labeled_percent"] == 25.0
+        assert row["seconds_per_iteration"] > 0  # from the training logs, the resumed run's two processes too
     md = (out / "results.md").read_text()
     assert "| labeled-only | 2 (25 %) | 2 |" in md and "| Mean Teacher (teacher) | 2 (25 %) | 2 |" in md
     assert "python train_mean_teacher.py --dataset_name Synthetic" in md and "python inference.py" in md
