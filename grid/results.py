@@ -208,7 +208,9 @@ def differences(rows: list[dict], baseline: str = "SUP") -> list[dict]:
 def gap_closed(rows: list[dict]) -> list[dict]:
     """For every semi-supervised row: the share of the gap between labeled-only training and
     training with every case labeled (FULL) that it closes, (method - labeled-only) / (FULL -
-    labeled-only) of Dice, paired by seed (seeds with all three runs), in %."""
+    labeled-only) of Dice, paired by seed (seeds with all three runs), in %. A seed whose FULL
+    run is not above labeled-only has no gap to close: it is listed in ``no_gap``, not averaged
+    (its share would flip sign)."""
     full = next((r for r in rows if r["method"] == "FULL"), None)
     if full is None:
         return []
@@ -217,13 +219,15 @@ def gap_closed(rows: list[dict]) -> list[dict]:
     for base in (r for r in rows if r["method"] == "SUP"):
         base_dice = dict(zip(base["seeds"], base["per_seed"]["dice"]))
         for other in (r for r in rows if r["method"] not in ("SUP", "FULL") and r["labelnum"] == base["labelnum"]):
-            shares = {seed: 100 * (dice - base_dice[seed]) / (full_dice[seed] - base_dice[seed])
-                      for seed, dice in zip(other["seeds"], other["per_seed"]["dice"])
-                      if seed in base_dice and seed in full_dice and full_dice[seed] != base_dice[seed]}
+            paired = [seed for seed in other["seeds"] if seed in base_dice and seed in full_dice]
+            gaps = {seed: full_dice[seed] - base_dice[seed] for seed in paired}
+            shares = {seed: 100 * (dice - base_dice[seed]) / gaps[seed]
+                      for seed, dice in zip(other["seeds"], other["per_seed"]["dice"]) if gaps.get(seed, 0) > 0}
             mean, std = mean_std(shares.values())
             found.append({"labelnum": base["labelnum"], "method": other["method"], "model": other["model"],
                           "per_seed": shares, "mean": mean, "std": std,
-                          "gap_points": mean_std(100 * (full_dice[s] - base_dice[s]) for s in shares)[0]})
+                          "gap_points": mean_std(100 * gaps[s] for s in shares)[0],
+                          "no_gap": {seed: 100 * gap for seed, gap in gaps.items() if gap <= 0}})
     return found
 
 
@@ -277,9 +281,13 @@ def markdown_report(header: dict, rows: list[dict], commands: list[list[str]], p
         lines += ["", f"Share of the gap to training with all {full['labelnum']} cases labeled that each method "
                   "closes, (method - labeled-only) / (all labeled - labeled-only) of Dice, paired by seed:", ""]
         for c in closed:
-            lines.append(f"- {c['labelnum']} labeled, {METHODS[c['method']].label} {c['model']}: "
-                         f"{_cell(c['mean'], c['std'], False)} % of a {c['gap_points']:.2f}-point gap "
-                         f"(per seed: {', '.join(f'{v:.0f} %' for v in c['per_seed'].values())})")
+            no_gap = ", ".join(f"{seed} ({points:+.2f} points)" for seed, points in c["no_gap"].items())
+            share = (f"{_cell(c['mean'], c['std'], False)} % of a {c['gap_points']:.2f}-point gap "
+                     f"(per seed: {', '.join(f'{v:.0f} %' for v in c['per_seed'].values())})"
+                     if c["per_seed"] else "n/a")
+            lines.append(f"- {c['labelnum']} labeled, {METHODS[c['method']].label} {c['model']}: {share}"
+                         + (f"; no gap to close with seed {no_gap}: all labeled not above labeled-only"
+                            if no_gap else ""))
     if rows and len(rows[0]["per_class"]) > 1:
         classes = list(rows[0]["per_class"])
         lines += ["", "Dice % per foreground class:", "",

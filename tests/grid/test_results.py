@@ -170,3 +170,26 @@ def test_the_share_of_the_gap_to_all_labeled_is_paired_by_seed(tmp_path):
     assert "training with all 50 cases labeled" in md
     assert "- 5 labeled, Mean Teacher student: 47.50 ± 38.89 % of a 15.00-point gap (per seed: 75 %, 20 %)" in md
     assert gap_closed([r for r in rows if r["method"] != "FULL"]) == []
+
+
+def test_a_seed_whose_all_labeled_run_is_not_above_labeled_only_has_no_share(tmp_path):
+    """Seed 1: 0.60 -> 0.80 (MT 0.70: 50 %); seed 2: all labeled 0.68 below labeled-only 0.70,
+    where (0.72 - 0.70) / (0.68 - 0.70) would read as -100 %: left out and said."""
+    dice = {("SUP", 1): 0.60, ("SUP", 2): 0.70, ("MT", 1): 0.70, ("MT", 2): 0.72, ("FULL", 1): 0.80, ("FULL", 2): 0.68}
+    runs = [Run(m, 50 if m == "FULL" else 5, s, f"x_s{s}", ("--max_iterations", "9"))
+            for s in (1, 2) for m in ("SUP", "MT", "FULL")]
+    for run in runs:
+        write_summary(run.eval_dir(tmp_path, False), (dice[run.method, run.seed],))
+        if run.method == "MT":
+            write_summary(run.eval_dir(tmp_path, True), (dice[run.method, run.seed],))
+    rows = collect(runs, tmp_path, [5], 50)
+    student = next(c for c in gap_closed(rows) if c["model"] == "student")
+    assert student["per_seed"] == pytest.approx({1: 50.0}) and student["gap_points"] == pytest.approx(20.0)
+    assert student["no_gap"] == pytest.approx({2: -2.0})
+    header = {"dataset": "X", "train_list": "t", "eval_list": "e", "val_list": "e", "max_iterations": 9,
+              "seeds": [1, 2], "command": "c"}
+    assert ("- 5 labeled, Mean Teacher student: 50.00 % of a 20.00-point gap (per seed: 50 %); no gap to close "
+            "with seed 2 (-2.00 points): all labeled not above labeled-only") in markdown_report(header, rows, [], [])
+    only_seed_2 = [r for r in collect([r for r in runs if r.seed == 2], tmp_path, [5], 50)]
+    assert "- 5 labeled, Mean Teacher student: n/a; no gap to close with seed 2 (-2.00 points)" in \
+        markdown_report({**header, "seeds": [2]}, only_seed_2, [], [])
