@@ -348,5 +348,7 @@ def test_admt_and_the_all_labeled_ceiling_join_the_grid(tmp_path):
     md = (tmp_path / "res" / "results.md").read_text()
     assert "| all labeled | 6 (100 %) | 1 |" in md and "python train_sup.py" in md and "--model FULL" in md
     sup, admt, full = (results["rows"][i]["per_seed"]["dice"][0] for i in (0, 1, 3))
-    if full != sup:  # a gap to close (none where both score the same)
+    if full > sup:  # a gap to close (these runs are too short to promise one)
         assert f"- 2 labeled, AD-MT student: {100 * (admt - sup) / (full - sup):.2f} % of a" in md
+    else:
+        assert f"- 2 labeled, AD-MT student: n/a; no gap to close with seed 1 ({100 * (full - sup):+.2f} points)" in md
