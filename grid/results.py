@@ -251,9 +251,10 @@ def markdown_report(header: dict, rows: list[dict], commands: list[list[str]], p
              f"`{header['eval_list']}`. Each cell is the mean ± standard deviation over seeds (n - 1) of the "
              f"per-seed mean over cases (and over foreground classes). Dice and Jaccard in %, 95HD and ASD in "
              f"{units}; s/iteration: training seconds per iteration as each run logged them, mean over seeds "
-             f"(runs that shared a machine slowed each other). " + (f"Validation on `{header['val_list']}` only draws the curves; no checkpoint is chosen."
-                            if header["val_list"] else "No validation (the evaluation cases are test cases, which no "
-                            "run may validate on); no checkpoint is chosen."), "",
+             f"(runs that shared a machine slowed each other). "
+             + (f"Validation on `{header['val_list']}` only draws the curves; no checkpoint is chosen."
+                if header["val_list"] else "No validation (the evaluation cases are test cases, which no "
+                "run may validate on); no checkpoint is chosen."), "",
              f"Command: `{header['command']}`", "",
              "| method | labeled | seeds | schedule | Dice % | Jaccard % | 95HD | ASD | Dice per seed | empty predictions "
              "| s/iteration |",
