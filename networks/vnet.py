@@ -74,11 +74,28 @@ def _norm(kind: str, channels: int) -> list:
     raise ValueError(f"unknown normalization {kind!r}; choose one of {', '.join(NORM_LAYERS)}")
 
 
+class Conv3x3x3(nn.Conv3d):
+    """A 3x3x3 convolution (padding 1), computed in fp32 on a CPU under bf16 autocast when its
+    input has an axis of 2 voxels or fewer. There, oneDNN's bf16 weight gradient now and then
+    comes back with NaNs although everything going in is finite (torch 2.13, AMD EPYC with
+    AVX512-BF16: 1 run in 5 of a 2x2x1 bottleneck; never in fp32, never at 3 voxels or more).
+    Such inputs are the few voxels of a small patch's bottleneck, so fp32 there costs nothing."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and min(x.shape[2:]) <= 2:
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
 def conv_stage(n_convs: int, in_channels: int, out_channels: int, normalization: str) -> nn.Sequential:
     """``n_convs`` times (3x3x3 conv, norm, ReLU); the first conv changes the width."""
     layers = []
     for i in range(n_convs):
-        layers.append(nn.Conv3d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1))
+        layers.append(Conv3x3x3(in_channels if i == 0 else out_channels, out_channels))
         layers += _norm(normalization, out_channels)
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)

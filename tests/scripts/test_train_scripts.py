@@ -67,8 +67,9 @@ def mt_run(syn, tmp_path_factory):
 @pytest.fixture(scope="module")
 def sup_run(syn, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("sup")
-    # bf16 with a batch of two tiny patches overflows BatchNorm within 2-4 steps at 0.01 on an AMD EPYC
-    proc = run_script(SUP, [*dev_split(syn, cwd), *FULL, "--amp", "1", "--base_lr", "0.001"], cwd)
+    # bf16 where the CPU has it, with the default learning rate: the 2x2x1 bottleneck of this patch
+    # is where oneDNN's bf16 weight gradient broke before networks.vnet.Conv3x3x3
+    proc = run_script(SUP, [*dev_split(syn, cwd), *FULL, "--amp", "1"], cwd)
     return proc, run_dir(cwd, "SUP")
 
 
