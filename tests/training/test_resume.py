@@ -26,8 +26,11 @@ from training.run_folder import RunFolder, TrainingDiverged
 from training.run_folder import read_scalars as read_scalars_csv
 from training.schedule import Periodic, Schedule
 
-MT, SUP = "train_mean_teacher.py", "train_sup.py"
+MT, SUP, ADMT = "train_mean_teacher.py", "train_sup.py", "train_admt.py"
 LOSS_TAGS = ("loss/total", "loss/supervised", "loss/consistency")
+# AD-MT's own terms, its turns included: they come from a seeded stream that is not saved
+ADMT_TAGS = ("loss/total", "loss/supervised", "loss/unsupervised", "train/confident_share",
+             "train/teacher_conflict", "train/from_student", "train/turn")
 ITERATIONS = 10
 KILL_AFTER = 5  # kill once this iteration is in the log
 # latest.pth every 2 iterations; iter_N.pth only at the end
@@ -94,10 +97,10 @@ def tensors_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def kill_mid_run(args, cwd, folder: Path, after: int = KILL_AFTER, timeout: float = 120) -> None:
+def kill_mid_run(args, cwd, folder: Path, after: int = KILL_AFTER, timeout: float = 120, script: str = MT) -> None:
     """Start a run, wait until iteration ``after`` is logged, then SIGKILL it (and its DataLoader workers)."""
     with open(Path(cwd) / "killed.out", "w") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / MT), *map(str, args)], cwd=cwd, env=env(),
+        proc = subprocess.Popen([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, env=env(),
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
@@ -120,25 +123,32 @@ def kill_mid_run(args, cwd, folder: Path, after: int = KILL_AFTER, timeout: floa
 
 
 # ------------------------------------------------------------------ (a) killed, then resumed
-@pytest.mark.parametrize("path", list(PATHS))
-def test_killed_run_resumes_with_the_same_losses(path, syn, tmp_path):
-    args = [*data_args(syn), *RESUMABLE, *PATHS[path]]
+# (script, its model folder, its logged terms, flags): Mean Teacher on both data paths, and
+# AD-MT, whose two teachers, turns and strong views must come back as they were
+KILLED_RUNS = {f"MT, {path}": (MT, "MT", LOSS_TAGS, flags) for path, flags in PATHS.items()}
+KILLED_RUNS["ADMT, on device"] = (ADMT, "ADMT", ADMT_TAGS, [*PATHS["on device"], "--switch_period", "3"])
+
+
+@pytest.mark.parametrize("case", list(KILLED_RUNS))
+def test_killed_run_resumes_with_the_same_losses(case, syn, tmp_path):
+    script, model, tags, flags = KILLED_RUNS[case]
+    args = [*data_args(syn), *RESUMABLE, *flags]
     reference_cwd, cwd = tmp_path / "uninterrupted", tmp_path / "killed"
     reference_cwd.mkdir()
     cwd.mkdir()
-    ok(run_script(MT, args, reference_cwd))
-    reference = read_scalars(run_dir(reference_cwd))
+    ok(run_script(script, args, reference_cwd))
+    reference = read_scalars(run_dir(reference_cwd, model))
     assert sorted(reference["loss/total"]) == list(range(ITERATIONS))
 
-    folder = run_dir(cwd)
-    kill_mid_run(args, cwd, folder)
+    folder = run_dir(cwd, model)
+    kill_mid_run(args, cwd, folder, script=script)
     saved = load_checkpoint(folder / "latest.pth")
     start = saved["iteration"]
     assert 4 <= start < ITERATIONS and start % 2 == 0, f"killed with latest.pth at iteration {start}"
     assert not (folder / f"iter_{ITERATIONS}.pth").exists(), "the killed run must not have finished"
     before = event_files(folder)
 
-    proc = ok(run_script(MT, [*args, "--resume"], cwd))
+    proc = ok(run_script(script, [*args, "--resume"], cwd))
     assert f"resumed after iteration {start}" in (folder / "log.txt").read_text()
     done = log_lines(folder, "done:")
     assert len(done) == 1 and done[0].startswith(
@@ -146,14 +156,14 @@ def test_killed_run_resumes_with_the_same_losses(path, syn, tmp_path):
     assert "Traceback" not in proc.stderr
 
     resumed = scalars_of(event_files(folder) - before, tmp_path / "resumed")
-    for tag in (*LOSS_TAGS, "train/consistency_weight", "train/lr"):
+    for tag in (*tags, "train/consistency_weight", "train/lr"):
         assert sorted(resumed[tag]) == list(range(start, ITERATIONS)), tag
         for step in range(start, ITERATIONS):
             assert resumed[tag][step] == reference[tag][step], (tag, step)  # exactly, not approximately
     # scalars.csv (1-based, float32 values as Python floats): the killed-and-resumed run's file
     # agrees with the uninterrupted one's wherever the killed run wrote a row twice
-    csv_reference, csv_resumed = read_scalars_csv(run_dir(reference_cwd)), read_scalars_csv(folder)
-    for tag in (*LOSS_TAGS, "train/lr"):
+    csv_reference, csv_resumed = read_scalars_csv(run_dir(reference_cwd, model)), read_scalars_csv(folder)
+    for tag in (*tags, "train/lr"):
         assert sorted(csv_resumed[tag]) == list(range(1, ITERATIONS + 1)), tag
         assert csv_resumed[tag] == csv_reference[tag], tag
         assert all(abs(csv_reference[tag][step + 1] - reference[tag][step]) <= 1e-6 * abs(reference[tag][step])
@@ -161,10 +171,10 @@ def test_killed_run_resumes_with_the_same_losses(path, syn, tmp_path):
 
     # ... and it ends with the very same weights, teacher and optimizer state
     final, expected = load_checkpoint(folder / f"iter_{ITERATIONS}.pth"), \
-        load_checkpoint(run_dir(reference_cwd) / f"iter_{ITERATIONS}.pth")
+        load_checkpoint(run_dir(reference_cwd, model) / f"iter_{ITERATIONS}.pth")
     assert final["iteration"] == expected["iteration"] == ITERATIONS
-    assert tensors_equal(final["student"], expected["student"])
-    assert tensors_equal(final["teacher"], expected["teacher"])
+    for key in ("student", "teacher", *(["teacher_b"] if script == ADMT else [])):
+        assert tensors_equal(final[key], expected[key]), key
     for a, b in zip(final["optimizer"]["state"].values(), expected["optimizer"]["state"].values()):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
 
