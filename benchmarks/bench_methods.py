@@ -58,8 +58,11 @@ def main():
             command = [sys.executable, str(REPO / SCRIPTS[method]), "--dataset_name", args.dataset_name,
                        "--labelnum", args.labelnum, "--max_iterations", str(args.iterations), "--gpu", args.gpu,
                        "--log_every", str(log_every), "--exp", "bench", *args.extra.split()]
-            command += ["--root_path", args.root_path] if args.root_path else []
-            command += ["--train_list", args.train_list] if args.train_list else []
+            # the scripts run in a scratch folder: paths given relative to here must not move with them
+            command += ["--root_path", str(Path(args.root_path).resolve())] if args.root_path else []
+            if args.train_list:  # a list file here, or the name of one in the data folder
+                command += ["--train_list", str(Path(args.train_list).resolve()) if Path(args.train_list).is_file()
+                            else args.train_list]
             if method == "BCP":
                 command += ["--pretrain_iterations", str(args.iterations if args.bcp_pretraining else 0)]
             proc = subprocess.run(command, cwd=work, capture_output=True, text=True)
@@ -72,6 +75,8 @@ def main():
             print(f"{method:5s} {float(seconds):.3f} s/iteration (data wait {float(wait):.4f})", flush=True)
     if "MT" in results:
         print("relative to Mean Teacher: " + ", ".join(f"{m} {s / results['MT']:.2f}x" for m, s in results.items()))
+    if len(results) < len(args.methods):
+        sys.exit(1)  # a method that failed is a failed benchmark, whatever the others measured
 
 
 if __name__ == "__main__":
