@@ -289,6 +289,11 @@ def markdown_report(header: dict, rows: list[dict], commands: list[list[str]], p
             lines.append(f"- {c['labelnum']} labeled, {METHODS[c['method']].label} {c['model']}: {share}"
                          + (f"; no gap to close with seed {no_gap}: all labeled not above labeled-only"
                             if no_gap else ""))
+        above = sorted({seed for c in closed for seed, v in c["per_seed"].items() if v > 100})
+        if above:  # a share over 100 % is true arithmetic, but it means the "ceiling" was not one
+            lines += ["", f"Over 100 %: the method scored above training with every case labeled (seed "
+                          f"{', '.join(map(str, above))}), so that run is no ceiling here; read the Dice "
+                          "differences above instead."]
     if rows and len(rows[0]["per_class"]) > 1:
         classes = list(rows[0]["per_class"])
         lines += ["", "Dice % per foreground class:", "",

@@ -193,3 +193,27 @@ def test_a_seed_whose_all_labeled_run_is_not_above_labeled_only_has_no_share(tmp
     only_seed_2 = [r for r in collect([r for r in runs if r.seed == 2], tmp_path, [5], 50)]
     assert "- 5 labeled, Mean Teacher student: n/a; no gap to close with seed 2 (-2.00 points)" in \
         markdown_report({**header, "seeds": [2]}, only_seed_2, [], [])
+
+
+def test_a_share_over_100_percent_says_the_all_labeled_run_was_no_ceiling(tmp_path):
+    """Seed 1: labeled-only 0.70, all labeled 0.72, Mean Teacher 0.74 -> 200 %, as Hippocampus
+    gave on 2026-12-06: the report says the ceiling was not one; Mean Teacher at 0.71 (50 %) not."""
+    header = {"dataset": "X", "train_list": "t", "eval_list": "e", "val_list": "e", "max_iterations": 9,
+              "seeds": [1], "command": "c"}
+
+    def report(folder, mean_teacher_dice):
+        dice = {"SUP": 0.70, "MT": mean_teacher_dice, "FULL": 0.72}
+        runs = [Run(m, 50 if m == "FULL" else 5, 1, "x_s1", ("--max_iterations", "9")) for m in dice]
+        for run in runs:
+            write_summary(run.eval_dir(folder, False), (dice[run.method],))
+            if run.method == "MT":
+                write_summary(run.eval_dir(folder, True), (dice[run.method],))
+        rows = collect(runs, folder, [5], 50)
+        return next(c for c in gap_closed(rows) if c["model"] == "student"), markdown_report(header, rows, [], [])
+
+    student, md = report(tmp_path / "above", 0.74)
+    assert student["per_seed"] == pytest.approx({1: 200.0})
+    assert "- 5 labeled, Mean Teacher student: 200.00 % of a 2.00-point gap (per seed: 200 %)" in md
+    assert "Over 100 %: the method scored above training with every case labeled (seed 1)" in md
+    student, md = report(tmp_path / "below", 0.71)
+    assert student["per_seed"] == pytest.approx({1: 50.0}) and "Over 100 %" not in md
