@@ -3,9 +3,14 @@ BatchNorm running statistics? Scores the cases of a list three ways: as inferenc
 mode, the running statistics gathered under training's augmentation); with each window batch's
 own statistics; and with running statistics recomputed from unaugmented random crops of the
 labeled training cases (its ``labeled_ids``; 200 batches of 2, a cumulative average), then
-eval mode.
+eval mode. Dropout is off throughout (before 2026-12-06 22:00 UTC it was on in the second and
+third ways, which made the second vary from call to call).
 
-    python bn_statistics.py <checkpoint> <data root> <eval list>
+    python bn_statistics.py <checkpoint> <data root> <eval list> [weights]
+
+``weights``: the checkpoint's ``student`` (default), ``teacher`` or ``teacher_b`` (AD-MT's second
+teacher); with a teacher, only the first two ways (the resting teacher predicts in eval mode, the
+following one with its batch's statistics), no recalibration.
 """
 import sys
 from pathlib import Path
@@ -25,9 +30,10 @@ def dice(predicted, truth) -> float:
 def score(predictor, cases, classes, batch_statistics: bool) -> np.ndarray:
     """Mean Dice per foreground class (%), running statistics left as they are."""
     norms = [m for m in predictor.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    predictor.model.eval()  # dropout off in every way of scoring: only BatchNorm changes
     for norm in norms:
         norm.momentum = 0.0  # in train mode: the batch's statistics, the running ones untouched
-    predictor.model.train(batch_statistics)
+        norm.train(batch_statistics)
     per_case = []
     with torch.no_grad():
         for image, label in cases:
@@ -43,7 +49,9 @@ def recalibrate(predictor, cases, batches: int = 200, seed: int = 0) -> None:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average
     rng, patch = np.random.default_rng(seed), predictor.patch_size
-    predictor.model.train()
+    predictor.model.eval()
+    for norm in norms:
+        norm.train()  # BatchNorm gathers, dropout stays off as at inference
     with torch.no_grad():
         for _ in range(batches):
             crops = []
@@ -59,16 +67,19 @@ def recalibrate(predictor, cases, batches: int = 200, seed: int = 0) -> None:
 
 def main():
     checkpoint_path, root, eval_list = sys.argv[1:4]
+    weights = sys.argv[4] if len(sys.argv) > 4 else "student"
     torch.set_num_threads(1)
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    predictor = Predictor(checkpoint, checkpoint_path, device=torch.device("cpu"))
+    predictor = Predictor({**checkpoint, "student": checkpoint[weights]}, checkpoint_path, device=torch.device("cpu"))
     classes = predictor.num_classes
     labeled = list(checkpoint["labeled_ids"])
     read = lambda ids: [read_msd_case(root, c, classes) for c in ids]  # noqa: E731
     evaluation = read(Path(eval_list).read_text().split())
-    print(f"{checkpoint_path} on {eval_list}, Dice % per foreground class")
+    print(f"{checkpoint_path} ({weights}) on {eval_list}, Dice % per foreground class")
     print("  eval mode, running statistics (as inference.py):", score(predictor, evaluation, classes, False))
     print("  each window batch's own statistics:             ", score(predictor, evaluation, classes, True))
+    if weights != "student":
+        return
     recalibrate(predictor, read(labeled))
     print("  running statistics from unaugmented crops:      ", score(predictor, evaluation, classes, False),
           flush=True)
