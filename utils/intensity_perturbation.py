@@ -9,15 +9,18 @@ import torch
 
 @torch.no_grad()
 def brightness_contrast(images: torch.Tensor, *, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """Each patch scaled to [0, 1] by its own minimum and maximum, then ``alpha * x + beta``
-    clipped to [0, 1], then scaled back: ``alpha`` (contrast) and ``beta`` (brightness) are
-    per-patch tensors of shape (B,). A constant patch is returned as it is."""
+    """Each patch scaled to [0, 1] by its own minimum and maximum, then ``y = alpha * x`` and
+    ``y + beta * mean(y)`` clipped to [0, 1], then scaled back: ``alpha`` (contrast) and ``beta``
+    (brightness) are per-patch tensors of shape (B,). The brightness step is a share of the
+    patch's mean, not of its range, as in AD-MT's code (albumentations' float rule): a dark
+    patch brightens little. A constant patch is returned as it is."""
     dims = tuple(range(1, images.dim()))
     low = images.amin(dim=dims, keepdim=True)
     span = images.amax(dim=dims, keepdim=True) - low
     shape = (-1,) + (1,) * (images.dim() - 1)
     scaled = (images - low) / span.clamp_min(torch.finfo(images.dtype).tiny)
-    changed = (alpha.reshape(shape) * scaled + beta.reshape(shape)).clamp(0.0, 1.0)
+    contrasted = alpha.reshape(shape) * scaled
+    changed = (contrasted + beta.reshape(shape) * contrasted.mean(dim=dims, keepdim=True)).clamp(0.0, 1.0)
     return torch.where(span > 0, changed * span + low, images)
 
 
@@ -26,7 +29,7 @@ def strong_intensity_view(images: torch.Tensor, *, contrast: float = 0.5, bright
                           p_brightness_contrast: float = 0.8, noise_sigma=(0.1, 1.0),
                           p_noise: float = 0.2) -> torch.Tensor:
     """AD-MT's defaults: with probability 0.8 a patch gets contrast ``1 + U(-0.5, 0.5)`` and
-    brightness ``U(-0.5, 0.5)`` (``brightness_contrast``); then with probability 0.2 Gaussian
+    brightness ``U(-0.5, 0.5)`` times its mean (``brightness_contrast``); then with probability 0.2 Gaussian
     noise of a standard deviation ``U(0.1, 1.0)``, clipped at 2 standard deviations."""
     batch = images.shape[0]
     shape = (-1,) + (1,) * (images.dim() - 1)

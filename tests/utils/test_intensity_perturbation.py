@@ -12,15 +12,15 @@ def column(values, dtype=torch.float32):
 
 
 def test_brightness_contrast_by_hand():
-    # patch 0: 10..14, min 10, span 4 -> x = 0, .25, .5, .75, 1 -> 2x - .5 = -.5, 0, .5, 1, 1.5
-    #          clipped 0, 0, .5, 1, 1 -> back: 10, 10, 12, 14, 14
-    # patch 1: -2..2, min -2, span 4 -> x = 0, .25, .5, .75, 1 -> .5x + .25 = .25, .375, .5, .625, .75
-    #          -> back: -1, -.5, 0, .5, 1
+    # patch 0: 10..14, min 10, span 4 -> x = 0, .25, .5, .75, 1 -> y = 2x = 0, .5, 1, 1.5, 2 (mean 1)
+    #          -> y - .5 * 1 = -.5, 0, .5, 1, 1.5 -> clipped 0, 0, .5, 1, 1 -> back: 10, 10, 12, 14, 14
+    # patch 1: -2..2, min -2, span 4 -> y = .5x = 0, .125, .25, .375, .5 (mean .25)
+    #          -> y + .25 * .25 = .0625, .1875, .3125, .4375, .5625 -> back: -1.75, -1.25, -.75, -.25, .25
     images = torch.cat([column([10.0, 11.0, 12.0, 13.0, 14.0]), column([-2.0, -1.0, 0.0, 1.0, 2.0])])
     out = brightness_contrast(images, alpha=torch.tensor([2.0, 0.5]), beta=torch.tensor([-0.5, 0.25]))
     assert out.shape == images.shape and out.dtype == images.dtype
     torch.testing.assert_close(out.flatten(1), torch.tensor([[10.0, 10.0, 12.0, 14.0, 14.0],
-                                                             [-1.0, -0.5, 0.0, 0.5, 1.0]]), rtol=0, atol=1e-6)
+                                                             [-1.75, -1.25, -0.75, -0.25, 0.25]]), rtol=0, atol=1e-6)
 
 
 def test_brightness_contrast_identity_and_values_0_to_4():
@@ -29,9 +29,13 @@ def test_brightness_contrast_identity_and_values_0_to_4():
     torch.testing.assert_close(same, images, rtol=0, atol=1e-6)
     out = brightness_contrast(images, alpha=torch.tensor([2.0]), beta=torch.tensor([-0.5]))
     torch.testing.assert_close(out.flatten(), torch.tensor([0.0, 0.0, 2.0, 4.0, 4.0]), rtol=0, atol=1e-6)
-    # a pure brightness shift up saturates at the patch's maximum
+    # a pure brightness shift: + .5 x the mean (.5) of x = 0, .25, .5, .75, 1, saturating at the maximum
     up = brightness_contrast(images, alpha=torch.tensor([1.0]), beta=torch.tensor([0.5]))
-    torch.testing.assert_close(up.flatten(), torch.tensor([2.0, 3.0, 4.0, 4.0, 4.0]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(up.flatten(), torch.tensor([1.0, 2.0, 3.0, 4.0, 4.0]), rtol=0, atol=1e-6)
+    # a darker patch (x = 0, 0, 0, 0, 1, mean .2) moves less: + .5 x .2 = .1 of its span
+    dark = column([0.0, 0.0, 0.0, 0.0, 10.0])
+    shifted = brightness_contrast(dark, alpha=torch.tensor([1.0]), beta=torch.tensor([0.5]))
+    torch.testing.assert_close(shifted.flatten(), torch.tensor([1.0, 1.0, 1.0, 1.0, 10.0]), rtol=0, atol=1e-6)
 
 
 def test_brightness_contrast_min_max_over_all_channels_of_a_patch():
@@ -151,16 +155,17 @@ def test_default_probabilities_per_patch():
 
 def test_default_contrast_and_brightness_ranges():
     """contrast alpha in [0.5, 1.5], brightness beta in [-0.5, 0.5]: recovered from the patches
-    (values 0..1 exactly, so scaled = value, and the middle three never clip for these ranges)."""
+    (values 0..1 exactly, so scaled = value, mean 0.5; the middle three never clip for these ranges)."""
     ramp = torch.tensor([0.0, 0.4, 0.5, 0.6, 1.0])
     images = ramp.reshape(1, 1, 5, 1, 1).repeat(400, 1, 1, 1, 1)
     torch.manual_seed(9)
     out = strong_intensity_view(images, p_brightness_contrast=1.0, p_noise=0.0).flatten(1)
-    # where 0.4 and 0.6 are unclipped: alpha = (y(0.6) - y(0.4)) / 0.2, beta = y(0.5) - 0.5 alpha
+    # y = alpha x + beta alpha mean(x): where 0.4 and 0.6 are unclipped, alpha = (y(0.6) - y(0.4)) / 0.2
+    # and beta = (y(0.5) - 0.5 alpha) / (0.5 alpha)
     inner = ((out[:, 1:4] > 1e-6) & (out[:, 1:4] < 1 - 1e-6)).all(dim=1)
     assert inner.sum() > 100
     alpha = (out[inner, 3] - out[inner, 1]) / 0.2
-    beta = out[inner, 2] - 0.5 * alpha
+    beta = (out[inner, 2] - 0.5 * alpha) / (0.5 * alpha)
     assert alpha.min() >= 0.5 - 1e-4 and alpha.max() <= 1.5 + 1e-4
     assert beta.min() >= -0.5 - 1e-4 and beta.max() <= 0.5 + 1e-4
     assert alpha.max() - alpha.min() > 0.7 and beta.max() - beta.min() > 0.7  # really spread over the ranges
