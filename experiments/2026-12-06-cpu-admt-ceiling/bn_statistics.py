@@ -3,7 +3,7 @@ BatchNorm running statistics? Scores the cases of a list three ways: as inferenc
 mode, the running statistics gathered under training's augmentation); with each window batch's
 own statistics; and with running statistics recomputed from unaugmented random crops of the
 labeled training cases (its ``labeled_ids``; 200 batches of 2, a cumulative average), then
-eval mode. Dropout is off throughout (before 2026-12-06 22:00 UTC it was on in the second and
+eval mode. Dropout is off throughout (until a change of 2026-12-06 it was on in the second and
 third ways, which made the second vary from call to call).
 
     python bn_statistics.py <checkpoint> <data root> <eval list> [weights]
