@@ -20,19 +20,23 @@ def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * intersection + DICE_SMOOTH) / (denominator + DICE_SMOOTH)
 
 
-def foreground_dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean of ``soft_dice_loss`` over the foreground classes 1..C-1 of softmax(logits).
+def foreground_dice_loss(logits: torch.Tensor, labels: torch.Tensor, *, with_background: bool = False) -> torch.Tensor:
+    """Mean of ``soft_dice_loss`` over the foreground classes 1..C-1 of softmax(logits), or
+    with ``with_background`` over every class 0..C-1 (AD-MT's DiceLoss).
 
-    With two classes this is exactly the LA scripts' Dice loss on channel 1.
+    With two classes and no background this is exactly the LA scripts' Dice loss on channel 1.
     """
     probs = F.softmax(logits.float(), dim=1)
-    losses = [soft_dice_loss(probs[:, c], labels == c) for c in range(1, probs.shape[1])]
+    first = 0 if with_background else 1
+    losses = [soft_dice_loss(probs[:, c], labels == c) for c in range(first, probs.shape[1])]
     return torch.stack(losses).mean()
 
 
-def supervised_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """0.5 (cross-entropy + foreground Dice loss): the supervised term of the LA scripts."""
-    return 0.5 * (F.cross_entropy(logits.float(), labels.long()) + foreground_dice_loss(logits, labels))
+def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, *, with_background: bool = False) -> torch.Tensor:
+    """0.5 (cross-entropy + foreground Dice loss): the supervised term of the LA scripts; with
+    ``with_background`` the Dice loss also counts the background class, as AD-MT's does."""
+    dice = foreground_dice_loss(logits, labels, with_background=with_background)
+    return 0.5 * (F.cross_entropy(logits.float(), labels.long()) + dice)
 
 
 def softmax_mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

@@ -83,6 +83,29 @@ def test_foreground_dice_three_classes_averages_foreground():
     assert foreground_dice_loss(logits, labels).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_dice_with_background_averages_every_class_by_hand():
+    """One patch of two voxels, both foreground, softmax 0.5 / 0.5 everywhere (zero logits):
+    background 1 - (0 + s) / (0.25 + 0.25 + s) ~ 1; foreground 1 - (2 * 1 + s) / (0.5 + 2 + s) = 0.2;
+    AD-MT's every-class mean 0.6, the foreground-only loss 0.2."""
+    logits, labels = torch.zeros(1, 2, 2, 1, 1), torch.ones(1, 2, 1, 1, dtype=torch.long)
+    s = DICE_SMOOTH
+    background, foreground = 1 - s / (0.5 + s), 1 - (2 + s) / (2.5 + s)
+    assert foreground_dice_loss(logits, labels).item() == pytest.approx(foreground, rel=1e-6)
+    assert foreground_dice_loss(logits, labels, with_background=True).item() == pytest.approx(
+        (background + foreground) / 2, rel=1e-6)
+    assert (background + foreground) / 2 == pytest.approx(0.6, abs=1e-4)
+    ce = np.log(2)  # -log 0.5 at each voxel
+    assert supervised_loss(logits, labels, with_background=True).item() == pytest.approx(
+        0.5 * (ce + (background + foreground) / 2), rel=1e-6)
+
+
+def test_dice_with_background_three_classes_against_numpy():
+    logits, labels = logits_and_labels(3, seed=4)
+    probs, lab = np_softmax(logits.numpy()), labels.numpy()
+    expected = np.mean([np_dice_loss(probs[:, c], lab == c) for c in range(3)])
+    assert foreground_dice_loss(logits, labels, with_background=True).item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_supervised_loss_is_half_ce_plus_dice():
     logits, labels = logits_and_labels(2, seed=2)
     ce = F.cross_entropy(logits, labels)
