@@ -12,9 +12,9 @@ student's strong view of the unlabeled patches: teacher A's turns an intensity c
 3. the student sees labeled, weak and strong patches in one pass; where the teachers disagree
    and the student's weak prediction is another class with a higher confidence, the student's
    class replaces the ensemble's;
-4. loss = (cross-entropy + Dice over every class) / 2 on the labeled patches + a ramped-up weight (--consistency,
-   2.0) x cross-entropy on the strong view's voxels whose confidence is at least
-   --conf_threshold (0.8);
+4. loss = (cross-entropy + Dice over every class, background included) / 2 on the labeled
+   patches + a ramped-up weight (--consistency, 2.0) x cross-entropy on the strong view's
+   voxels whose confidence is at least --conf_threshold (0.8);
 5. SGD step (poly learning-rate decay), then the teacher whose turn it is follows the student.
 
 --teachers 1 keeps one teacher, always following: the weak-to-strong core alone (confident
@@ -134,7 +134,7 @@ def main():
             pseudo, from_student = settle_with_student(pseudo, move(student_labels), move(student_confidence))
 
         # 4. Supervised loss, and the confident voxels of the strong view, ramped up.
-        loss_sup = supervised_loss(logits_labeled, label[:labeled_bs], with_background=True)  # AD-MT's Dice: every class
+        loss_sup = supervised_loss(logits_labeled, label[:labeled_bs], with_background=True)  # as AD-MT's DiceLoss
         loss_unsup, confident_share = confident_cross_entropy(logits_strong, pseudo.labels, pseudo.confidence,
                                                               args.conf_threshold)
         weight = args.consistency * sigmoid_rampup(iteration // 150, args.consistency_rampup)

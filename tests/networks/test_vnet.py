@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from networks.vnet import DEFAULT_STRIDES, NORM_LAYERS, Conv3x3x3, VNet, check_strides, patch_size_problem, total_strides
+from networks.vnet import (DEFAULT_STRIDES, NORM_LAYERS, Conv3x3x3, VNet, check_strides, patch_size_problem,
+                           total_strides)
 
 
 def n_params(model):
