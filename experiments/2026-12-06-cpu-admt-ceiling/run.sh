@@ -1,6 +1,8 @@
 #!/bin/bash
 # AD-MT and the all-labeled ceiling (README.md beside this file), in steps; each step skips what
-# is done, and every training run resumes from its latest.pth after a stop.
+# is done, and every training run resumes from its latest.pth after a stop. On a fresh machine
+# (no $GRIDS) the runs whose evaluations were collected into this folder are brought back first,
+# so only the unfinished runs start again.
 #
 #   bash run.sh la          # LA proxy, 6 labeled, 3 seeds: ADMT and FULL beside SUP and MT of 2026-12-01
 #   bash run.sh schedule    # Hippocampus, seed 1337: SUP 17 and FULL at 2000, 4000, 6000 iterations
@@ -10,7 +12,8 @@
 #
 # Env: CODE (a copy of the repository at the commit the runs use, so that later edits cannot reach
 # running jobs; default /work/grids/code35), GRIDS (/work/grids), LA and HIPPO (the data), SEEDS,
-# JOBS (runs at a time, default 2), THREADS (per run, default 1). On a lent GPU, from the
+# JOBS (runs at a time, default 2), THREADS (per run, default 1), METHODS (of the la and
+# hippocampus steps, default all four: SUP MT ADMT FULL). On a lent GPU, from the
 # checkout with the Hippocampus data carried in .devdata/Hippocampus:
 #   GRIDS=/tmp/grids CODE=$PWD HIPPO=$PWD/.devdata/Hippocampus JOBS=4 bash <this> schedule
 set -euo pipefail
@@ -20,9 +23,23 @@ GRIDS="${GRIDS:-/work/grids}"; CODE="${CODE:-$GRIDS/code35}"; OUT="$GRIDS/admt"
 LA="${LA:-$REPO/../shared/data/LA}"; HIPPO="${HIPPO:-$(cd "$REPO/../shared/data/Hippocampus" && pwd)}"
 DATA="$GRIDS/LAhalf"; ROOT="$DATA/2018LA_Seg_Training Set"
 read -ra SEEDS <<< "${SEEDS:-1337 1338 1339}"
+read -ra METHODS <<< "${METHODS:-SUP MT ADMT FULL}"
 JOBS="${JOBS:-2}"
 export OMP_NUM_THREADS="${THREADS:-1}" MKL_NUM_THREADS="${THREADS:-1}"   # two runs at a time on two cores
 mkdir -p "$OUT"
+
+# what `collect` put in this folder, back into $OUT where missing: reproduce.py counts a run whose
+# evaluations are in its --out as done, checkpoints or not
+restore() {
+  local grid
+  for grid in "$HERE"/LA_half_* "$HERE"/Hippocampus_*; do
+    [ -d "$grid" ] || continue
+    mkdir -p "$OUT/$(basename "$grid")"
+    for part in eval logs scalars; do [ -d "$grid/$part" ] && cp -rn "$grid/$part" "$OUT/$(basename "$grid")/"; done
+  done
+  for file in "$HERE"/console_*.txt "$HERE"/schedule.txt "$HERE"/hippocampus_schedule.txt; do [ -f "$file" ] && cp -n "$file" "$OUT/"; done
+  true
+}
 [ -d "$CODE" ] || git -C "$REPO" worktree add --detach "$CODE" "${COMMIT:-HEAD}"
 
 # Hippocampus candidates: the README's recipe lengthened, its learning-rate step kept at 70 % of the run
@@ -36,6 +53,7 @@ hippocampus_grid() {  # hippocampus_grid <iterations> <methods...>
 
 case "${1:?la, schedule, hippocampus or collect}" in
 la)
+  restore
   [ -d "$ROOT" ] || python "$REPO/tools/la_half_resolution.py" "$LA" "$DATA"
   # the 2026-12-01 grid's SUP and MT evaluations (same recipe): evaluated already, not retrained
   mkdir -p "$OUT/LA_half_methods1500"
@@ -49,10 +67,11 @@ la)
   cd "$CODE"
   python reproduce.py --dataset_name LA --root_path "$ROOT" --train_list "$DATA/dev_train.list" \
     --eval_list "$DATA/dev_val.list" --labelnum 6 --seeds "${SEEDS[@]}" --max_iterations 1500 --val_every 500 \
-    --methods SUP MT ADMT FULL --jobs "$JOBS" --train_args "--patch_size 64 64 32 --lr_decay_every 625 --save_every 125" \
+    --methods "${METHODS[@]}" --jobs "$JOBS" --train_args "--patch_size 64 64 32 --lr_decay_every 625 --save_every 125" \
     --mt_args "--consistency_rampup 10" --eval_args "--patch_size 64 64 32 --stride_xy 9 --stride_z 2" \
     --out "$OUT/LA_half_methods1500" >> "$OUT/console_la.txt" 2>&1 ;;
 schedule)
+  restore
   cd "$CODE"
   chosen=""; widest=-100; widest_at=""
   for iterations in 2000 4000 6000; do
@@ -66,9 +85,10 @@ print(f\"{100 * (rows['FULL'] - rows['SUP']):.2f}\")" "$OUT/Hippocampus_hippo$it
   echo "${chosen:-$widest_at}" > "$OUT/hippocampus_schedule.txt"
   echo "chosen: ${chosen:-$widest_at} iterations (${chosen:+the shortest with a gap of at least 5}${chosen:-none reached 5: the widest gap})" | tee -a "$OUT/schedule.txt" ;;
 hippocampus)
+  restore
   iterations=$(cat "$OUT/hippocampus_schedule.txt")
   cd "$CODE"
-  hippocampus_grid "$iterations" --seeds "${SEEDS[@]}" --methods SUP MT ADMT FULL >> "$OUT/console_hippocampus.txt" 2>&1 ;;
+  hippocampus_grid "$iterations" --seeds "${SEEDS[@]}" --methods "${METHODS[@]}" >> "$OUT/console_hippocampus.txt" 2>&1 ;;
 collect)
   for grid in "$OUT"/LA_half_* "$OUT"/Hippocampus_*; do
     [ -d "$grid" ] || continue
