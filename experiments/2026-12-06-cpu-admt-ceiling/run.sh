@@ -8,6 +8,8 @@
 #   bash run.sh schedule    # Hippocampus, seed 1337: SUP 17 and FULL at 2000, 4000, 6000 iterations
 #                           # until FULL is 5 Dice above SUP on dev_val (writes hippocampus_schedule.txt)
 #   bash run.sh hippocampus # Hippocampus at that schedule: SUP, MT, ADMT, FULL, 3 seeds
+#   UNTIL=01:30 bash run.sh queue  # the runs still missing, one at a time with 2 threads, in order
+#                           # of priority, each only if it can end before UNTIL (UTC)
 #   bash run.sh collect     # evaluations, logs and tables back into this folder
 #
 # Env: CODE (a copy of the repository at the commit the runs use, so that later edits cannot reach
@@ -40,7 +42,8 @@ restore() {
   for file in "$HERE"/console_*.txt "$HERE"/schedule.txt "$HERE"/hippocampus_schedule.txt; do [ -f "$file" ] && cp -n "$file" "$OUT/"; done
   true
 }
-[ -d "$CODE" ] || git -C "$REPO" worktree add --detach "$CODE" "${COMMIT:-HEAD}"
+# a97c54d: the training code of every AD-MT run kept (both fixes), and of the runs after them
+[ -d "$CODE" ] || { git -C "$REPO" worktree prune; git -C "$REPO" worktree add --detach "$CODE" "${COMMIT:-a97c54d}"; }
 
 # Hippocampus candidates: the README's recipe lengthened, its learning-rate step kept at 70 % of the run
 hippocampus_grid() {  # hippocampus_grid <iterations> <methods...>
@@ -89,6 +92,45 @@ hippocampus)
   iterations=$(cat "$OUT/hippocampus_schedule.txt")
   cd "$CODE"
   hippocampus_grid "$iterations" --seeds "${SEEDS[@]}" --methods "${METHODS[@]}" >> "$OUT/console_hippocampus.txt" 2>&1 ;;
+queue)
+  # A machine's grids folder may not outlive the session, so each run has to end within one:
+  # one run at a time with both threads (an AD-MT run about 1.7 hours, against 3-4 beside
+  # another run). Seconds: estimated from this experiment's runs on the 2-core AMD EPYC.
+  restore
+  deadline=$(date -u -d "${UNTIL:?UNTIL=HH:MM, UTC: the time by which the runs must end}" +%s)
+  [ "$deadline" -gt "$(date +%s)" ] || deadline=$((deadline + 86400))   # past: tomorrow's
+  schedule=$(cat "$OUT/hippocampus_schedule.txt")
+  while read -r dataset method seed seconds; do
+    if [ "$dataset" = la ]; then grid=LA_half_methods1500; labeled=6; all=64
+    else grid=Hippocampus_hippo$schedule; labeled=17; all=168; fi
+    name="${method}_$([ "$method" = FULL ] && echo $all || echo $labeled)_s$seed"
+    done_already=1
+    for model in "$name" $(case $method in MT|ADMT) echo "${name}_teacher";; esac); do
+      [ -f "$OUT/$grid/eval/$model/summary.json" ] || done_already=0
+    done
+    [ $done_already = 1 ] && continue
+    left=$((deadline - $(date +%s)))
+    if [ "$seconds" -gt "$left" ]; then echo "queue: $dataset $name needs about $seconds s, $left s left: not started"; continue; fi
+    echo "queue: $dataset $name from $(date -u +%H:%M) (about $seconds s)"
+    SEEDS=$seed METHODS=$method THREADS=2 JOBS=1 bash "$0" "$dataset"
+  done <<'RUNS'
+la ADMT 1337 6300
+la FULL 1337 1500
+hippocampus SUP 1338 1100
+hippocampus FULL 1338 1100
+hippocampus ADMT 1337 6500
+hippocampus MT 1338 1800
+hippocampus SUP 1339 1100
+hippocampus FULL 1339 1100
+hippocampus MT 1339 1800
+la ADMT 1338 6300
+la FULL 1338 1500
+la FULL 1339 1500
+la ADMT 1339 6300
+hippocampus ADMT 1338 6500
+hippocampus ADMT 1339 6500
+RUNS
+  ;;
 collect)
   for grid in "$OUT"/LA_half_* "$OUT"/Hippocampus_*; do
     [ -d "$grid" ] || continue
