@@ -115,7 +115,7 @@ queue)
     SEEDS=$seed METHODS=$method THREADS=2 JOBS=1 bash "$0" "$dataset"
   done <<'RUNS'
 la ADMT 1337 6300
-la FULL 1337 1500
+la FULL 1337 900
 hippocampus SUP 1338 1100
 hippocampus FULL 1338 1100
 hippocampus ADMT 1337 6500
@@ -124,8 +124,8 @@ hippocampus SUP 1339 1100
 hippocampus FULL 1339 1100
 hippocampus MT 1339 1800
 la ADMT 1338 6300
-la FULL 1338 1500
-la FULL 1339 1500
+la FULL 1338 900
+la FULL 1339 900
 la ADMT 1339 6300
 hippocampus ADMT 1338 6500
 hippocampus ADMT 1339 6500
