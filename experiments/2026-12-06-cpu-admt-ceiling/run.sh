@@ -116,12 +116,12 @@ queue)
   done <<'RUNS'
 la ADMT 1337 6300
 la FULL 1337 900
-hippocampus SUP 1338 1100
-hippocampus FULL 1338 1100
+hippocampus SUP 1338 1000
+hippocampus FULL 1338 1000
 hippocampus ADMT 1337 6500
 hippocampus MT 1338 1800
-hippocampus SUP 1339 1100
-hippocampus FULL 1339 1100
+hippocampus SUP 1339 1000
+hippocampus FULL 1339 1000
 hippocampus MT 1339 1800
 la ADMT 1338 6300
 la FULL 1338 900
