@@ -31,13 +31,17 @@ export OMP_NUM_THREADS="${THREADS:-1}" MKL_NUM_THREADS="${THREADS:-1}"   # two r
 mkdir -p "$OUT"
 
 # what `collect` put in this folder, back into $OUT where missing: reproduce.py counts a run whose
-# evaluations are in its --out as done, checkpoints or not
+# evaluations are in its --out as done, checkpoints or not; and the tables, so that a call for a
+# part of a grid writes its own results_<part>.md instead of replacing the grid's results.md
 restore() {
-  local grid
+  local grid file
   for grid in "$HERE"/LA_half_* "$HERE"/Hippocampus_*; do
     [ -d "$grid" ] || continue
     mkdir -p "$OUT/$(basename "$grid")"
     for part in eval logs scalars; do [ -d "$grid/$part" ] && cp -rn "$grid/$part" "$OUT/$(basename "$grid")/"; done
+    for file in "$grid"/results*.md "$grid"/results*.json "$grid"/*.png; do
+      [ -f "$file" ] && cp -n "$file" "$OUT/$(basename "$grid")/"
+    done
   done
   for file in "$HERE"/console_*.txt "$HERE"/schedule.txt "$HERE"/hippocampus_schedule.txt; do [ -f "$file" ] && cp -n "$file" "$OUT/"; done
   true
