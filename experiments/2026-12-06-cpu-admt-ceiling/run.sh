@@ -58,7 +58,7 @@ hippocampus_grid() {  # hippocampus_grid <iterations> <methods...>
     --jobs "$JOBS" --out "$OUT/Hippocampus_hippo$iterations" --exp hippo "$@"
 }
 
-case "${1:?la, schedule, hippocampus or collect}" in
+case "${1:?la, schedule, hippocampus, queue or collect}" in
 la)
   restore
   [ -d "$ROOT" ] || python "$REPO/tools/la_half_resolution.py" "$LA" "$DATA"
