@@ -98,9 +98,10 @@ class DeviceBatches(_Batches):
 
     def _augment(self, image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator):
         """RandomRotFlip then RandomCrop, as in ``dataloaders.transforms``, on device tensors."""
-        k, axis = draw_rot_flip(rng)
-        image = torch.flip(torch.rot90(image, k, dims=(0, 1)), dims=(axis,))
-        label = torch.flip(torch.rot90(label, k, dims=(0, 1)), dims=(axis,))
+        k, mirror_x = draw_rot_flip(rng)
+        image, label = torch.rot90(image, k, dims=(0, 1)), torch.rot90(label, k, dims=(0, 1))
+        if mirror_x:
+            image, label = torch.flip(image, dims=(0,)), torch.flip(label, dims=(0,))
         if self.crop_fill == "mirror":
             image, label = _zero_pad(image, label, padding_to(image.shape, self.patch_size))  # what the patch needs
             for axis, index in enumerate(mirrored_crop(image.shape, self.patch_size, self.crop_margin, rng)):

@@ -31,9 +31,8 @@ def label_of(image):
 def test_draw_rot_flip_ranges_and_all_values_occur():
     rng = np.random.default_rng(0)
     draws = [draw_rot_flip(rng) for _ in range(400)]
-    assert {k for k, _ in draws} == {0, 1, 2, 3}
-    assert {a for _, a in draws} == {0, 1}
-    assert all(type(k) is int and type(a) is int for k, a in draws)
+    assert set(draws) == {(k, mirror) for k in range(4) for mirror in (False, True)}
+    assert all(type(k) is int and type(mirror) is bool for k, mirror in draws)
 
 
 def test_draw_crop_start_in_range_and_covers_extremes():
@@ -78,31 +77,34 @@ def test_rot_flip_keeps_image_and_label_aligned(seed):
     assert out["case"] == "c"
 
 
-def test_rot_flip_uses_k_then_axis():
+def test_rot_flip_uses_k_then_mirror():
     sample = coded_sample((4, 4, 2))
     for seed in range(8):
-        k, axis = draw_rot_flip(np.random.default_rng(seed))
+        k, mirror_x = draw_rot_flip(np.random.default_rng(seed))
         out = RandomRotFlip()(sample, np.random.default_rng(seed))
         expected = sample["image"]
         for _ in range(k):  # one quarter turn in the x/y plane: new[i, j] = old[j, n - 1 - i]
             n = expected.shape[1]
             expected = np.stack([expected[:, n - 1 - i] for i in range(n)], axis=0)
-        expected = expected[::-1] if axis == 0 else expected[:, ::-1]
+        expected = expected[::-1] if mirror_x else expected
         np.testing.assert_array_equal(out["image"], expected)
 
 
-def test_rot_flip_outputs_are_the_four_reflections():
-    """k rotations then one flip is always a reflection (as in the UA-MT code): the four
-    reflections of the square occur, the unchanged volume and pure rotations never do."""
+def test_rot_flip_outputs_are_the_eight_symmetries_with_the_scan_as_stored():
+    """The four rotations (the unchanged volume among them) and the four reflections of the
+    square, each about an eighth of the time: training sees the orientation it is evaluated
+    in (UA-MT's RandomRotFlip, always mirroring, never showed it)."""
     sample = coded_sample((3, 3, 1))
     rng = np.random.default_rng(3)
-    seen = {}
-    for _ in range(200):
+    counts = {}
+    for _ in range(800):
         out = RandomRotFlip()(sample, rng)["image"]
-        seen[out.tobytes()] = out
-    assert len(seen) == 4
+        counts[out.tobytes()] = counts.get(out.tobytes(), 0) + 1
     rotations = {np.rot90(sample["image"], k, axes=(0, 1)).tobytes() for k in range(4)}
-    assert not rotations & set(seen)
+    reflections = {np.rot90(sample["image"], k, axes=(0, 1))[::-1].tobytes() for k in range(4)}
+    assert set(counts) == rotations | reflections and len(counts) == 8
+    assert sample["image"].tobytes() in counts
+    assert all(60 <= n <= 140 for n in counts.values())  # 100 expected each
 
 
 def test_rot_flip_does_not_modify_input():
