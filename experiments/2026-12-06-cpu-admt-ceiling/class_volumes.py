@@ -16,6 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from dataloaders.msd import read_msd_case  # noqa: E402
 from evaluation.predictor import Predictor  # noqa: E402
+from utils.metrics import dice as mask_dice  # noqa: E402
 
 
 def main():
@@ -34,8 +35,7 @@ def main():
                 labels, _ = predictor.predict(image)
                 predicted += np.bincount(labels.ravel(), minlength=classes)[:classes]
                 true += np.bincount(label.ravel(), minlength=classes)[:classes]
-                dice.append([2 * ((labels == c) & (label == c)).sum() / max((labels == c).sum() + (label == c).sum(), 1)
-                             for c in range(1, classes)])
+                dice.append([mask_dice(labels == c, label == c) for c in range(1, classes)])
         print(f"{Path(path).name} ({weights}): predicted / true volume per class {np.round(predicted[1:] / true[1:], 3)}, "
               f"Dice % {np.round(100 * np.mean(dice, axis=0), 2)}", flush=True)
 

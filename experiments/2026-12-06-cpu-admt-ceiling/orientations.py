@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from dataloaders.msd import read_msd_case  # noqa: E402
 from evaluation.predictor import Predictor  # noqa: E402
+from utils.metrics import dice as mask_dice  # noqa: E402
 
 ORIENTATIONS = {  # name: (to the orientation, back)
     "as stored": (lambda a: a, lambda a: a),
@@ -45,8 +46,7 @@ def main():
         dice, volume = [], []
         for image, label in cases:
             labels = back(predictor.predict(np.ascontiguousarray(turn(image)))[0])
-            dice.append([2 * ((labels == c) & (label == c)).sum() / max((labels == c).sum() + (label == c).sum(), 1)
-                         for c in classes])
+            dice.append([mask_dice(labels == c, label == c) for c in classes])
             volume.append([(labels == c).sum() / max((label == c).sum(), 1) for c in classes])
         print(f"  {name:26s} Dice % {np.round(100 * np.mean(dice, axis=0), 1)}, predicted / true volume "
               f"{np.round(np.mean(volume, axis=0), 2)}", flush=True)
