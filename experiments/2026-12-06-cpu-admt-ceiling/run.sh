@@ -12,6 +12,10 @@
 #                           # of priority, each only if it can end before UNTIL (UTC)
 #   bash run.sh collect     # evaluations, logs and tables back into this folder
 #
+# FIX=1 before any of these: the same steps with the orientation fix (98c12a3, "The orientation no
+# run had seen" in README.md): code at 98c12a3 in $GRIDS/codefix, runs in $GRIDS/admt_fix, collected
+# into after_orientation_fix/, and every row trained again (no 2026-12-01 rows reused).
+#
 # Env: CODE (a copy of the repository at the commit the runs use, so that later edits cannot reach
 # running jobs; default /work/grids/code35), GRIDS (/work/grids), LA and HIPPO (the data), SEEDS,
 # JOBS (runs at a time, default 2), THREADS (per run, default 1), METHODS (of the la and
@@ -21,7 +25,14 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"   # experiments/<this>
-GRIDS="${GRIDS:-/work/grids}"; CODE="${CODE:-$GRIDS/code35}"; OUT="$GRIDS/admt"
+GRIDS="${GRIDS:-/work/grids}"; FIX="${FIX:-0}"
+if [ "$FIX" = 1 ]; then
+  CODE="${CODE:-$GRIDS/codefix}"; COMMIT="${COMMIT:-98c12a3}"; OUT="${OUT:-$GRIDS/admt_fix}"
+  RESULTS="${RESULTS:-$HERE/after_orientation_fix}"
+else
+  # a97c54d: the training code of every AD-MT run on the old augmentation (both fixes below)
+  CODE="${CODE:-$GRIDS/code35}"; COMMIT="${COMMIT:-a97c54d}"; OUT="${OUT:-$GRIDS/admt}"; RESULTS="${RESULTS:-$HERE}"
+fi   # RESULTS: where collect copies the grids, and restore reads them back from
 LA="${LA:-$REPO/../shared/data/LA}"; HIPPO="${HIPPO:-$(cd "$REPO/../shared/data/Hippocampus" && pwd)}"
 DATA="$GRIDS/LAhalf"; ROOT="$DATA/2018LA_Seg_Training Set"
 read -ra SEEDS <<< "${SEEDS:-1337 1338 1339}"
@@ -35,7 +46,7 @@ mkdir -p "$OUT"
 # part of a grid writes its own results_<part>.md instead of replacing the grid's results.md
 restore() {
   local grid file
-  for grid in "$HERE"/LA_half_* "$HERE"/Hippocampus_*; do
+  for grid in "$RESULTS"/LA_half_* "$RESULTS"/Hippocampus_*; do
     [ -d "$grid" ] || continue
     mkdir -p "$OUT/$(basename "$grid")"
     for part in eval logs scalars; do [ -d "$grid/$part" ] && cp -rn "$grid/$part" "$OUT/$(basename "$grid")/"; done
@@ -43,11 +54,10 @@ restore() {
       [ -f "$file" ] && cp -n "$file" "$OUT/$(basename "$grid")/"
     done
   done
-  for file in "$HERE"/console_*.txt "$HERE"/schedule.txt "$HERE"/hippocampus_schedule.txt; do [ -f "$file" ] && cp -n "$file" "$OUT/"; done
+  for file in "$RESULTS"/console_*.txt "$RESULTS"/schedule.txt "$RESULTS"/hippocampus_schedule.txt; do [ -f "$file" ] && cp -n "$file" "$OUT/"; done
   true
 }
-# a97c54d: the training code of every AD-MT run kept (both fixes), and of the runs after them
-[ -d "$CODE" ] || { git -C "$REPO" worktree prune; git -C "$REPO" worktree add --detach "$CODE" "${COMMIT:-a97c54d}"; }
+[ -d "$CODE" ] || { git -C "$REPO" worktree prune; git -C "$REPO" worktree add --detach "$CODE" "$COMMIT"; }
 
 # Hippocampus candidates: the README's recipe lengthened, its learning-rate step kept at 70 % of the run
 hippocampus_grid() {  # hippocampus_grid <iterations> <methods...>
@@ -62,10 +72,11 @@ case "${1:?la, schedule, hippocampus, queue or collect}" in
 la)
   restore
   [ -d "$ROOT" ] || python "$REPO/tools/la_half_resolution.py" "$LA" "$DATA"
-  # the 2026-12-01 grid's SUP and MT evaluations (same recipe): evaluated already, not retrained
+  # the 2026-12-01 grid's SUP and MT evaluations (same recipe, old augmentation): evaluated
+  # already, not retrained; with the fix every row trains again
   mkdir -p "$OUT/LA_half_methods1500"
   old="$REPO/experiments/2026-12-01-cpu-la-proxy-methods/LA_half_methods1500"
-  for part in eval scalars logs; do
+  [ "$FIX" = 1 ] || for part in eval scalars logs; do
     mkdir -p "$OUT/LA_half_methods1500/$part"
     for src in "$old/$part"/*_6_s*; do
       case "$(basename "$src")" in SUP_*|MT_*|train_SUP_*|train_MT_*|eval_SUP_*|eval_MT_*) cp -rn "$src" "$OUT/LA_half_methods1500/$part/";; esac
@@ -97,49 +108,67 @@ hippocampus)
   cd "$CODE"
   hippocampus_grid "$iterations" --seeds "${SEEDS[@]}" --methods "${METHODS[@]}" >> "$OUT/console_hippocampus.txt" 2>&1 ;;
 queue)
-  # The Hippocampus grid stops here: its code mirrored every training patch (fixed in 98c12a3),
-  # so it is to be measured again with the fix; the LA proxy's rows finish on the old code, which
-  # all of them share.
-  # A machine's grids folder may not outlive the session, so each run has to end within one:
-  # one run at a time with both threads (an AD-MT run about 1.7 hours, against 3-4 beside
-  # another run). Seconds: estimated from this experiment's runs on the 2-core AMD EPYC.
+  # A machine's grids folder may not outlive the session, so each run has to end within one: one
+  # run at a time with both threads (an AD-MT run about 1.7 hours, against 3-4 beside another
+  # run), or two short ones side by side with a thread each (a line naming two methods).
+  # Seconds: estimated from this experiment's runs on the 2-core AMD EPYC; S is the Hippocampus
+  # schedule's iterations. Without FIX the list holds what the old augmentation's LA proxy rows
+  # miss (its Hippocampus grid stops: measured again with the fix).
   restore
   deadline=$(date -u -d "${UNTIL:?UNTIL=HH:MM, UTC: the time by which the runs must end}" +%s)
   [ "$deadline" -gt "$(date +%s)" ] || deadline=$((deadline + 86400))   # past: tomorrow's
   schedule=$(cat "$OUT/hippocampus_schedule.txt")
-  while read -r dataset method seed seconds; do
-    if [ "$dataset" = la ]; then grid=LA_half_methods1500; labeled=6; all=64
-    else grid=Hippocampus_hippo$schedule; labeled=17; all=168; fi
-    name="${method}_$([ "$method" = FULL ] && echo $all || echo $labeled)_s$seed"
-    done_already=1
-    for model in "$name" $(case $method in MT|ADMT) echo "${name}_teacher";; esac); do
-      [ -f "$OUT/$grid/eval/$model/summary.json" ] || done_already=0
-    done
-    [ $done_already = 1 ] && continue
-    left=$((deadline - $(date +%s)))
-    if [ "$seconds" -gt "$left" ]; then echo "queue: $dataset $name needs about $seconds s, $left s left: not started"; continue; fi
-    echo "queue: $dataset $name from $(date -u +%H:%M) (about $seconds s)"
-    SEEDS=$seed METHODS=$method THREADS=2 JOBS=1 bash "$0" "$dataset"
-  done <<'RUNS'
+  if [ "$FIX" = 1 ]; then runs="\
+la SUP,FULL 1337 1200
+la MT 1337 1900
+hippocampus MT 1337 S*45/100+200
+hippocampus ADMT 1337 S*165/100+300
+hippocampus SUP,FULL 1338 S*40/100+150
+hippocampus SUP,FULL 1339 S*40/100+150
+la SUP,FULL 1338 1200
+la SUP,FULL 1339 1200
 la ADMT 1337 6300
-la FULL 1337 900
-hippocampus SUP 1338 1000
-hippocampus FULL 1338 1000
-hippocampus ADMT 1337 6500
+hippocampus MT 1338 S*45/100+200
+hippocampus MT 1339 S*45/100+200
+la MT 1338 1900
+la MT 1339 1900
+hippocampus ADMT 1338 S*165/100+300
+hippocampus ADMT 1339 S*165/100+300
+la ADMT 1338 6300
+la ADMT 1339 6300"
+  else runs="\
 la ADMT 1338 6300
 la FULL 1338 900
 la FULL 1339 900
-la ADMT 1339 6300
-RUNS
+la ADMT 1339 6300"
+  fi
+  while read -r dataset methods seed seconds; do
+    if [ "$dataset" = la ]; then grid=LA_half_methods1500; labeled=6; all=64
+    else grid=Hippocampus_hippo$schedule; labeled=17; all=168; fi
+    seconds=$(( ${seconds//S/$schedule} ))
+    missing=()
+    for method in ${methods//,/ }; do
+      name="${method}_$([ "$method" = FULL ] && echo $all || echo $labeled)_s$seed"
+      for model in "$name" $(case $method in MT|ADMT) echo "${name}_teacher";; esac); do
+        [ -f "$OUT/$grid/eval/$model/summary.json" ] || { missing+=("$method"); break; }
+      done
+    done
+    [ ${#missing[@]} = 0 ] && continue
+    left=$((deadline - $(date +%s)))
+    if [ "$seconds" -gt "$left" ]; then echo "queue: $dataset ${missing[*]} seed $seed needs about $seconds s, $left s left: not started"; continue; fi
+    echo "queue: $dataset ${missing[*]} seed $seed from $(date -u +%H:%M) (about $seconds s)"
+    if [ ${#missing[@]} = 2 ]; then threads=1; else threads=2; fi
+    SEEDS=$seed METHODS="${missing[*]}" THREADS=$threads JOBS=${#missing[@]} bash "$0" "$dataset"
+  done <<< "$runs"
   ;;
 collect)
   for grid in "$OUT"/LA_half_* "$OUT"/Hippocampus_*; do
     [ -d "$grid" ] || continue
-    mkdir -p "$HERE/$(basename "$grid")"
-    for part in eval logs scalars; do [ -d "$grid/$part" ] && cp -r "$grid/$part" "$HERE/$(basename "$grid")/"; done
-    for file in "$grid"/results*.md "$grid"/results*.json "$grid"/*.png; do [ -f "$file" ] && cp "$file" "$HERE/$(basename "$grid")/"; done
+    mkdir -p "$RESULTS/$(basename "$grid")"
+    for part in eval logs scalars; do [ -d "$grid/$part" ] && cp -r "$grid/$part" "$RESULTS/$(basename "$grid")/"; done
+    for file in "$grid"/results*.md "$grid"/results*.json "$grid"/*.png; do [ -f "$file" ] && cp "$file" "$RESULTS/$(basename "$grid")/"; done
   done
-  find "$HERE" \( -name .lock -o -name .incomplete \) -prune -exec rm -rf {} +
-  for file in "$OUT"/console_*.txt "$OUT"/schedule.txt "$OUT"/hippocampus_schedule.txt; do [ -f "$file" ] && cp "$file" "$HERE/"; done
+  find "$RESULTS" \( -name .lock -o -name .incomplete \) -prune -exec rm -rf {} +
+  for file in "$OUT"/console_*.txt "$OUT"/schedule.txt "$OUT"/hippocampus_schedule.txt; do [ -f "$file" ] && cp "$file" "$RESULTS/"; done
   true ;;
 esac
