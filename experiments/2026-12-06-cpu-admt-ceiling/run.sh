@@ -112,7 +112,8 @@ queue)
   # run at a time with both threads (an AD-MT run about 1.7 hours, against 3-4 beside another
   # run), or two short ones side by side with a thread each (a line naming two methods).
   # Seconds: estimated from this experiment's runs on the 2-core AMD EPYC; S is the Hippocampus
-  # schedule's iterations. Without FIX the list holds what the old augmentation's LA proxy rows
+  # schedule's iterations. The longest runs come first in each seed's block, so that a session's
+  # queue starts them while they fit and fills the rest of its time with the shorter ones. Without FIX the list holds what the old augmentation's LA proxy rows
   # miss (its Hippocampus grid stops: measured again with the fix).
   restore
   deadline=$(date -u -d "${UNTIL:?UNTIL=HH:MM, UTC: the time by which the runs must end}" +%s)
@@ -121,21 +122,21 @@ queue)
   if [ "$FIX" = 1 ]; then runs="\
 la SUP,FULL 1337 1200
 la MT 1337 1900
-hippocampus MT 1337 S*45/100+200
-hippocampus ADMT 1337 S*165/100+300
-hippocampus SUP,FULL 1338 S*40/100+150
-hippocampus SUP,FULL 1339 S*40/100+150
-la SUP,FULL 1338 1200
-la SUP,FULL 1339 1200
+hippocampus ADMT 1337 S*160/100+300
 la ADMT 1337 6300
-hippocampus MT 1338 S*45/100+200
-hippocampus MT 1339 S*45/100+200
-la MT 1338 1900
-la MT 1339 1900
-hippocampus ADMT 1338 S*165/100+300
-hippocampus ADMT 1339 S*165/100+300
+hippocampus MT 1337 S*45/100+200
+hippocampus SUP,FULL 1338 S*40/100+150
+la SUP,FULL 1338 1200
+hippocampus ADMT 1338 S*160/100+300
 la ADMT 1338 6300
-la ADMT 1339 6300"
+hippocampus MT 1338 S*45/100+200
+la MT 1338 1900
+hippocampus SUP,FULL 1339 S*40/100+150
+la SUP,FULL 1339 1200
+hippocampus ADMT 1339 S*160/100+300
+la ADMT 1339 6300
+hippocampus MT 1339 S*45/100+200
+la MT 1339 1900"
   else runs="\
 la ADMT 1338 6300
 la FULL 1338 900
