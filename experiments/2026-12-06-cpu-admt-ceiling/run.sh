@@ -4,20 +4,23 @@
 # (no $GRIDS) the runs whose evaluations were collected into this folder are brought back first,
 # so only the unfinished runs start again.
 #
-#   bash run.sh la          # LA proxy, 6 labeled, 3 seeds: ADMT and FULL beside SUP and MT of 2026-12-01
+#   bash run.sh la          # LA proxy, 6 labeled, 3 seeds: SUP MT ADMT FULL (without FIX, SUP and MT are 2026-12-01's)
 #   bash run.sh schedule    # Hippocampus, seed 1337: SUP 17 and FULL at 2000, 4000, 6000 iterations
 #                           # until FULL is 5 Dice above SUP on dev_val (writes hippocampus_schedule.txt)
 #   bash run.sh hippocampus # Hippocampus at that schedule: SUP, MT, ADMT, FULL, 3 seeds
-#   UNTIL=01:30 bash run.sh queue  # the runs still missing, one at a time with 2 threads, in order
-#                           # of priority, each only if it can end before UNTIL (UTC)
+#   FIX=1 UNTIL=01:30 bash run.sh queue  # the fix's runs still missing, one at a time with 2
+#                           # threads, in order of priority, each only if it can end before UNTIL (UTC)
 #   bash run.sh collect     # evaluations, logs and tables back into this folder
 #
 # FIX=1 before any of these: the same steps with the orientation fix (98c12a3, "The orientation no
 # run had seen" in README.md): code at 98c12a3 in $GRIDS/codefix, runs in $GRIDS/admt_fix, collected
-# into after_orientation_fix/, and every row trained again (no 2026-12-01 rows reused).
+# into after_orientation_fix/, and every row trained again (no 2026-12-01 rows reused). Without
+# it, the old augmentation's grids (code a97c54d in $GRIDS/code35, runs in $GRIDS/admt), kept as
+# that version's record; their queue is closed.
 #
 # Env: CODE (a copy of the repository at the commit the runs use, so that later edits cannot reach
-# running jobs; default /work/grids/code35), GRIDS (/work/grids), LA and HIPPO (the data), SEEDS,
+# running jobs), COMMIT (the one it is made at where missing), OUT (the runs), RESULTS (where
+# collect copies them and restore reads them back from), GRIDS (/work/grids), LA and HIPPO (the data), SEEDS,
 # JOBS (runs at a time, default 2), THREADS (per run, default 1), METHODS (of the la and
 # hippocampus steps, default all four: SUP MT ADMT FULL). On a lent GPU, from the
 # checkout with the Hippocampus data carried in .devdata/Hippocampus:
@@ -29,10 +32,9 @@ GRIDS="${GRIDS:-/work/grids}"; FIX="${FIX:-0}"
 if [ "$FIX" = 1 ]; then
   CODE="${CODE:-$GRIDS/codefix}"; COMMIT="${COMMIT:-98c12a3}"; OUT="${OUT:-$GRIDS/admt_fix}"
   RESULTS="${RESULTS:-$HERE/after_orientation_fix}"
-else
-  # a97c54d: the training code of every AD-MT run on the old augmentation (both fixes below)
+else  # a97c54d: the training code of every AD-MT run on the old augmentation (both fixes below)
   CODE="${CODE:-$GRIDS/code35}"; COMMIT="${COMMIT:-a97c54d}"; OUT="${OUT:-$GRIDS/admt}"; RESULTS="${RESULTS:-$HERE}"
-fi   # RESULTS: where collect copies the grids, and restore reads them back from
+fi
 LA="${LA:-$REPO/../shared/data/LA}"; HIPPO="${HIPPO:-$(cd "$REPO/../shared/data/Hippocampus" && pwd)}"
 DATA="$GRIDS/LAhalf"; ROOT="$DATA/2018LA_Seg_Training Set"
 read -ra SEEDS <<< "${SEEDS:-1337 1338 1339}"
@@ -109,17 +111,17 @@ hippocampus)
   hippocampus_grid "$iterations" --seeds "${SEEDS[@]}" --methods "${METHODS[@]}" >> "$OUT/console_hippocampus.txt" 2>&1 ;;
 queue)
   # A machine's grids folder may not outlive the session, so each run has to end within one: one
-  # run at a time with both threads (an AD-MT run about 1.7 hours, against 3-4 beside another
-  # run), or two short ones side by side with a thread each (a line naming two methods).
+  # run at a time with both threads (an AD-MT run 1.7 hours on the LA proxy, 2.7 on Hippocampus at
+  # 6000, about twice that beside another run), or two short ones side by side with a thread each (a line naming two methods).
   # Seconds: estimated from this experiment's runs on the 2-core AMD EPYC; S is the Hippocampus
   # schedule's iterations. The longest runs come first in each seed's block, so that a session's
-  # queue starts them while they fit and fills the rest of its time with the shorter ones. Without FIX the list holds what the old augmentation's LA proxy rows
-  # miss (its Hippocampus grid stops: measured again with the fix).
+  # queue starts them while they fit and fills the rest of its time with the shorter ones.
+  [ "$FIX" = 1 ] || { echo "queue: the old augmentation's grids are closed (kept as a record); FIX=1 runs the grids with the fix" >&2; exit 2; }
   restore
   deadline=$(date -u -d "${UNTIL:?UNTIL=HH:MM, UTC: the time by which the runs must end}" +%s)
   [ "$deadline" -gt "$(date +%s)" ] || deadline=$((deadline + 86400))   # past: tomorrow's
   schedule=$(cat "$OUT/hippocampus_schedule.txt")
-  if [ "$FIX" = 1 ]; then runs="\
+  runs="\
 la SUP,FULL 1337 1200
 la MT 1337 1900
 hippocampus ADMT 1337 S*160/100+300
@@ -137,12 +139,6 @@ hippocampus ADMT 1339 S*160/100+300
 la ADMT 1339 6300
 hippocampus MT 1339 S*45/100+200
 la MT 1339 1900"
-  else runs="\
-la ADMT 1338 6300
-la FULL 1338 900
-la FULL 1339 900
-la ADMT 1339 6300"
-  fi
   while read -r dataset methods seed seconds; do
     if [ "$dataset" = la ]; then grid=LA_half_methods1500; labeled=6; all=64
     else grid=Hippocampus_hippo$schedule; labeled=17; all=168; fi
