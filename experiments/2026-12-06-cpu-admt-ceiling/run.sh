@@ -8,6 +8,8 @@
 #   bash run.sh schedule    # Hippocampus, seed 1337: SUP 17 and FULL at 2000, 4000, 6000 iterations
 #                           # until FULL is 5 Dice above SUP on dev_val (writes hippocampus_schedule.txt)
 #   bash run.sh hippocampus # Hippocampus at that schedule: SUP, MT, ADMT, FULL, 3 seeds
+#   LA_ITERATIONS=3750 bash run.sh la, HIPPO_ITERATIONS=15000 bash run.sh hippocampus: the same grids
+#                           # at AD-MT's length (the length control: is AD-MT's gain its longer run?)
 #   FIX=1 UNTIL=01:30 bash run.sh queue  # the fix's runs still missing, one at a time with 2
 #                           # threads, in order of priority, each only if it can end before UNTIL (UTC)
 #   bash run.sh collect     # evaluations, logs and tables back into this folder
@@ -73,23 +75,26 @@ hippocampus_grid() {  # hippocampus_grid <iterations> <methods...>
 case "${1:?la, schedule, hippocampus, queue or collect}" in
 la)
   restore
+  iterations="${LA_ITERATIONS:-1500}"; grid="$OUT/LA_half_methods$iterations"
   [ -d "$ROOT" ] || python "$REPO/tools/la_half_resolution.py" "$LA" "$DATA"
   # the 2026-12-01 grid's SUP and MT evaluations (same recipe, old augmentation): evaluated
   # already, not retrained; with the fix every row trains again
-  mkdir -p "$OUT/LA_half_methods1500"
+  mkdir -p "$grid"
   old="$REPO/experiments/2026-12-01-cpu-la-proxy-methods/LA_half_methods1500"
-  [ "$FIX" = 1 ] || for part in eval scalars logs; do
-    mkdir -p "$OUT/LA_half_methods1500/$part"
+  [ "$FIX" = 1 ] || [ "$iterations" != 1500 ] || for part in eval scalars logs; do
+    mkdir -p "$grid/$part"
     for src in "$old/$part"/*_6_s*; do
-      case "$(basename "$src")" in SUP_*|MT_*|train_SUP_*|train_MT_*|eval_SUP_*|eval_MT_*) cp -rn "$src" "$OUT/LA_half_methods1500/$part/";; esac
+      case "$(basename "$src")" in SUP_*|MT_*|train_SUP_*|train_MT_*|eval_SUP_*|eval_MT_*) cp -rn "$src" "$grid/$part/";; esac
     done
   done
+  # the 1500-iteration recipe's learning-rate steps (every 625) and Mean Teacher's ramp-up (10)
+  # scale with the length, as AD-MT's do in reproduce.py
   cd "$CODE"
   python reproduce.py --dataset_name LA --root_path "$ROOT" --train_list "$DATA/dev_train.list" \
-    --eval_list "$DATA/dev_val.list" --labelnum 6 --seeds "${SEEDS[@]}" --max_iterations 1500 --val_every 500 \
-    --methods "${METHODS[@]}" --jobs "$JOBS" --train_args "--patch_size 64 64 32 --lr_decay_every 625 --save_every 125" \
-    --mt_args "--consistency_rampup 10" --eval_args "--patch_size 64 64 32 --stride_xy 9 --stride_z 2" \
-    --out "$OUT/LA_half_methods1500" >> "$OUT/console_la.txt" 2>&1 ;;
+    --eval_list "$DATA/dev_val.list" --labelnum 6 --seeds "${SEEDS[@]}" --max_iterations "$iterations" --val_every $((iterations / 3)) \
+    --methods "${METHODS[@]}" --jobs "$JOBS" --train_args "--patch_size 64 64 32 --lr_decay_every $((iterations * 625 / 1500)) --save_every 125" \
+    --mt_args "--consistency_rampup $(python -c "print(f'{10 * $iterations / 1500:.4g}')")" --eval_args "--patch_size 64 64 32 --stride_xy 9 --stride_z 2" \
+    --out "$grid" >> "$OUT/console_la.txt" 2>&1 ;;
 schedule)
   restore
   cd "$CODE"
@@ -106,7 +111,7 @@ print(f\"{100 * (rows['FULL'] - rows['SUP']):.2f}\")" "$OUT/Hippocampus_hippo$it
   echo "chosen: ${chosen:-$widest_at} iterations (${chosen:+the shortest with a gap of at least 5}${chosen:-none reached 5: the widest gap})" | tee -a "$OUT/schedule.txt" ;;
 hippocampus)
   restore
-  iterations=$(cat "$OUT/hippocampus_schedule.txt")
+  iterations="${HIPPO_ITERATIONS:-$(cat "$OUT/hippocampus_schedule.txt")}"
   cd "$CODE"
   hippocampus_grid "$iterations" --seeds "${SEEDS[@]}" --methods "${METHODS[@]}" >> "$OUT/console_hippocampus.txt" 2>&1 ;;
 queue)
@@ -127,6 +132,8 @@ la MT 1337 1900
 hippocampus ADMT 1337 S*160/100+300
 la ADMT 1337 6300
 hippocampus MT 1337 S*45/100+200
+la:3750 SUP,FULL 1337 3000
+la:3750 MT 1337 4750
 hippocampus SUP,FULL 1338 S*40/100+150
 la SUP,FULL 1338 1200
 hippocampus ADMT 1338 S*160/100+300
@@ -138,10 +145,13 @@ la SUP,FULL 1339 1200
 hippocampus ADMT 1339 S*160/100+300
 la ADMT 1339 6300
 hippocampus MT 1339 S*45/100+200
-la MT 1339 1900"
-  while read -r dataset methods seed seconds; do
-    if [ "$dataset" = la ]; then grid=LA_half_methods1500; labeled=6; all=64
-    else grid=Hippocampus_hippo$schedule; labeled=17; all=168; fi
+la MT 1339 1900
+hippocampus:15000 SUP,FULL 1337 5300"
+  while read -r step methods seed seconds; do
+    # "la:3750": the step at that length instead of its grid's (the length control)
+    dataset=${step%%:*}; length=${step#"$dataset"}; length=${length#:}
+    if [ "$dataset" = la ]; then grid=LA_half_methods${length:-1500}; labeled=6; all=64
+    else grid=Hippocampus_hippo${length:-$schedule}; labeled=17; all=168; fi
     seconds=$(( ${seconds//S/$schedule} ))
     missing=()
     for method in ${methods//,/ }; do
@@ -152,10 +162,11 @@ la MT 1339 1900"
     done
     [ ${#missing[@]} = 0 ] && continue
     left=$((deadline - $(date +%s)))
-    if [ "$seconds" -gt "$left" ]; then echo "queue: $dataset ${missing[*]} seed $seed needs about $seconds s, $left s left: not started"; continue; fi
-    echo "queue: $dataset ${missing[*]} seed $seed from $(date -u +%H:%M) (about $seconds s)"
+    if [ "$seconds" -gt "$left" ]; then echo "queue: $step ${missing[*]} seed $seed needs about $seconds s, $left s left: not started"; continue; fi
+    echo "queue: $step ${missing[*]} seed $seed from $(date -u +%H:%M) (about $seconds s)"
     if [ ${#missing[@]} = 2 ]; then threads=1; else threads=2; fi
-    SEEDS=$seed METHODS="${missing[*]}" THREADS=$threads JOBS=${#missing[@]} bash "$0" "$dataset"
+    LA_ITERATIONS=${length:-1500} HIPPO_ITERATIONS=${length:-$schedule} \
+      SEEDS=$seed METHODS="${missing[*]}" THREADS=$threads JOBS=${#missing[@]} bash "$0" "$dataset"
   done <<< "$runs"
   ;;
 collect)
