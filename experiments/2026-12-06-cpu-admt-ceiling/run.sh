@@ -177,6 +177,17 @@ collect)
     for file in "$grid"/results*.md "$grid"/results*.json "$grid"/*.png; do [ -f "$file" ] && cp "$file" "$RESULTS/$(basename "$grid")/"; done
   done
   find "$RESULTS" \( -name .lock -o -name .incomplete \) -prune -exec rm -rf {} +
+  # an AD-MT run logs ten scalars every iteration (1.2 MiB for 15000): the copy here keeps every
+  # 10th iteration and every validation; the run's own folder keeps them all
+  find "$RESULTS" -path "*/scalars/*.csv.gz" -size +1M -exec python -c "
+import csv, gzip, sys
+for path in sys.argv[1:]:
+    with gzip.open(path, 'rt', newline='') as handle:
+        rows = list(csv.reader(handle))
+    kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) % 10 == 0 or r[1].startswith('val/')]
+    with gzip.open(path, 'wt', newline='') as handle:
+        csv.writer(handle).writerows(kept)
+" {} +
   for file in "$OUT"/console_*.txt "$OUT"/schedule.txt "$OUT"/hippocampus_schedule.txt; do [ -f "$file" ] && cp "$file" "$RESULTS/"; done
   true ;;
 esac
