@@ -15,8 +15,9 @@ usual, experiment ``{--exp}{iterations}_s{seed}``, an underscore before the iter
 evaluation list, and writes to ``--out``:
 
     results.md        mean +- std over seeds of Dice, Jaccard, 95HD and ASD per row, each
-                      method minus labeled-only (and minus Mean Teacher) paired by seed, with
-                      FULL the share of the gap to it each method closes, and every command run
+                      method minus labeled-only (and minus Mean Teacher) paired by seed and
+                      the cases it wins, with FULL the share of the gap to it each method
+                      closes, and every command run
     results.json      the same numbers, per seed too
     curves.png        supervised loss, consistency loss and weight, validation Dice
     comparison_N.png  a few evaluation cases: ground truth, labeled-only and Mean Teacher outlines

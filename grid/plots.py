@@ -5,7 +5,6 @@
 * ``comparison_figure``: a few evaluation cases, each on the axial and coronal slice with the most
   ground truth, with the ground truth and each method's outline.
 """
-import csv
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch  # noqa: E402
 
 from evaluation.overlay import fullest_slices, slice_view  # noqa: E402
 from evaluation.predictor import trained_data  # noqa: E402
+from grid.results import case_dice  # noqa: E402
 from utils.checkpoint import load_checkpoint, load_network, trained_settings  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.metrics import keep_largest_component_per_class  # noqa: E402
@@ -80,15 +80,6 @@ def training_curves(curves: dict, dataset: str, path: Path) -> Path:
     return path
 
 
-def _case_dice(eval_dir: Path) -> dict:
-    """{case: Dice averaged over the foreground classes} from an evaluation's metrics.csv."""
-    per_case: dict = {}
-    with open(Path(eval_dir) / "metrics.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            per_case.setdefault(row["case"], []).append(float(row["dice"]))
-    return {case: float(np.mean(values)) for case, values in per_case.items()}
-
-
 def comparison_figure(models: list[tuple[str, Path, Path]], *, root, case_ids: list[str], gpu: str, title: str,
                       path: Path) -> Path:
     """``case_ids`` on the axial and coronal slices with the most ground truth: the ground
@@ -105,7 +96,7 @@ def comparison_figure(models: list[tuple[str, Path, Path]], *, root, case_ids: l
     data = readers[normalizations[0]]
     networks = [load_network(c, path, teacher=False, num_classes=data.num_classes, device=device)
                 for c, (_, path, _) in zip(checkpoints, models)]
-    dice = [_case_dice(eval_dir) for _, _, eval_dir in models]
+    dice = [case_dice(eval_dir) for _, _, eval_dir in models]
     largest_component = [json.loads((Path(eval_dir) / "summary.json").read_text()).get("lcc", False)
                          for _, _, eval_dir in models]
     outlines = list(zip(OUTLINE_COLOURS, ["ground truth"] + [name for name, _, _ in models]))

@@ -1,5 +1,6 @@
 """The runs of a reproduction grid and its results: per-seed metrics gathered from each
 evaluation's ``summary.json``, mean and std over seeds, and the Markdown report."""
+import csv
 import json
 import math
 import re
@@ -154,6 +155,18 @@ def seed_metrics(summary: dict) -> dict:
             "units": summary.get("units", "voxels")}
 
 
+def case_dice(eval_dir: Path) -> dict:
+    """{case: Dice averaged over the foreground classes} from an evaluation's metrics.csv; empty
+    where the evaluation wrote none."""
+    per_case: dict = {}
+    if not (Path(eval_dir) / "metrics.csv").is_file():
+        return per_case
+    with open(Path(eval_dir) / "metrics.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            per_case.setdefault(row["case"], []).append(float(row["dice"]))
+    return {case: float(np.mean(values)) for case, values in per_case.items()}
+
+
 def collect(runs, out: Path, labelnums, train_cases: int) -> list[dict]:
     """One row per (labelnum, method, evaluated model): per-seed values, mean and std over seeds;
     the all-labeled runs (FULL) at their own label count, last."""
@@ -176,6 +189,8 @@ def collect(runs, out: Path, labelnums, train_cases: int) -> list[dict]:
                        "units": next(iter(seeds.values()))["units"],
                        "per_seed": {m: [s["metrics"][m] for s in seeds.values()] for m in METRICS},
                        "empty_predictions": sum(s["empty_predictions"] for s in seeds.values()),
+                       # per case, so that a difference of means can say on how many cases it holds
+                       "per_case": {r.seed: case_dice(r.eval_dir(out, teacher)) for r in chosen},
                        # as logged on the machine that trained it (runs sharing it slow each other)
                        "seconds_per_iteration": mean_std(speeds)[0] if any(speeds) else None}
                 row["mean"], row["std"] = {}, {}
@@ -192,7 +207,9 @@ def collect(runs, out: Path, labelnums, train_cases: int) -> list[dict]:
 def differences(rows: list[dict], baseline: str = "SUP") -> list[dict]:
     """Every other method's rows minus ``baseline``'s at the same label count, Dice points,
     paired by seed: against labeled-only (one row) each model; against a method with a teacher,
-    student minus student and teacher minus teacher."""
+    student minus student and teacher minus teacher. ``better_cases``: per paired seed evaluated
+    on the same cases, (cases where the method scored higher, cases), so that a mean carried by
+    one case shows."""
     found = []
     for base in (r for r in rows if r["method"] == baseline):
         for other in (r for r in rows if r["method"] != baseline and r["labelnum"] == base["labelnum"]
@@ -200,8 +217,14 @@ def differences(rows: list[dict], baseline: str = "SUP") -> list[dict]:
             paired = [100 * (a - b) for s, a in zip(other["seeds"], other["per_seed"]["dice"])
                       for t, b in zip(base["seeds"], base["per_seed"]["dice"]) if s == t]
             mean, std = mean_std(paired)
+            better_cases = []
+            for seed in (s for s in other["seeds"] if s in base["seeds"]):
+                a, b = other.get("per_case", {}).get(seed, {}), base.get("per_case", {}).get(seed, {})
+                if a and a.keys() == b.keys():
+                    better_cases.append((sum(a[case] > b[case] for case in a), len(a)))
             found.append({"labelnum": base["labelnum"], "method": other["method"], "model": other["model"],
-                          "baseline": baseline, "dice_points": paired, "mean": mean, "std": std})
+                          "baseline": baseline, "dice_points": paired, "mean": mean, "std": std,
+                          "better_cases": better_cases if len(better_cases) == len(paired) else []})
     return found
 
 
@@ -275,7 +298,10 @@ def markdown_report(header: dict, rows: list[dict], commands: list[list[str]], p
         for d in diffs:
             lines.append(f"- {d['labelnum']} labeled, {METHODS[d['method']].label} {d['model']}: "
                          f"{_cell(d['mean'], d['std'], False, sign='+')} "
-                         f"(per seed: {', '.join(f'{p:+.2f}' for p in d['dice_points'])})")
+                         f"(per seed: {', '.join(f'{p:+.2f}' for p in d['dice_points'])}"
+                         + (f"; better on {', '.join(str(wins) for wins, _ in d['better_cases'])} of "
+                            f"{'/'.join(sorted({str(n) for _, n in d['better_cases']}))} cases"
+                            if d["better_cases"] else "") + ")")
     closed = gap_closed(rows)
     if closed:
         full = next(r for r in rows if r["method"] == "FULL")

@@ -44,6 +44,38 @@ def test_collect_averages_classes_then_seeds(tmp_path):
     assert "Dice % per foreground class" in md and "![curves.png](curves.png)" in md
 
 
+def write_metrics(folder, dice_by_case):
+    """metrics.csv as inference.py writes it: a row per case and foreground class."""
+    lines = ["case,class,dice"] + [f"{case},{c},{d}" for case, per_class in dice_by_case.items()
+                                   for c, d in enumerate(per_class, 1)]
+    (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_a_difference_says_on_how_many_cases_it_holds(tmp_path):
+    # seed 1: MT higher on a (0.8 vs 0.6 averaged over classes) and c, lower on b, tied on d: 2 of 4;
+    # seed 2: higher only on b: 1 of 4 (a mean carried by one case shows)
+    runs = [Run(m, 5, s, f"x_s{s}", ("--max_iterations", "9")) for s in (1, 2) for m in ("SUP", "MT")]
+    cases = {("SUP", 1): {"a": (0.5, 0.7), "b": (0.9, 0.9), "c": (0.4, 0.4), "d": (0.7, 0.7)},
+             ("MT", 1): {"a": (0.9, 0.7), "b": (0.8, 0.8), "c": (0.5, 0.4), "d": (0.6, 0.8)},
+             ("SUP", 2): {"a": (0.7, 0.7), "b": (0.2, 0.2), "c": (0.6, 0.6), "d": (0.8, 0.8)},
+             ("MT", 2): {"a": (0.6, 0.6), "b": (0.9, 0.9), "c": (0.6, 0.6), "d": (0.7, 0.7)}}
+    for run in runs:
+        for teacher in (False, True) if run.method == "MT" else (False,):
+            write_summary(run.eval_dir(tmp_path, teacher), (0.7, 0.7))
+            write_metrics(run.eval_dir(tmp_path, teacher), cases[run.method, run.seed])
+    rows = collect(runs, tmp_path, [5], 50)
+    assert rows[0]["per_case"][1] == pytest.approx({"a": 0.6, "b": 0.9, "c": 0.4, "d": 0.7})
+    student = next(d for d in differences(rows) if d["model"] == "student")
+    assert student["better_cases"] == [(2, 4), (1, 4)]
+    md = markdown_report({"dataset": "X", "train_list": "t", "eval_list": "e", "val_list": "e", "max_iterations": 9,
+                          "seeds": [1, 2], "command": "python reproduce.py"}, rows, [], [])
+    assert "- 5 labeled, Mean Teacher student: +0.00 ± 0.00 (per seed: +0.00, +0.00; better on 2, 1 of 4 cases)" in md
+    # evaluations on different cases are not paired case by case: the count is left out
+    (run_dir := runs[3].eval_dir(tmp_path, False)).joinpath("metrics.csv").unlink()
+    write_metrics(run_dir, {"a": (0.9, 0.9)})
+    assert next(d for d in differences(collect(runs, tmp_path, [5], 50)) if d["model"] == "student")["better_cases"] == []
+
+
 RESUMED_LOG = """$ python train_mean_teacher.py --max_iterations 300
 [10:00:00] done: 100 iterations (100 in this process, 30.0 s); speed: 0.5000 s/iteration over the last 80 iterations, data wait 0.0010 s/iteration
 [10:01:00] done: 200 iterations (200 in this process, 90.0 s); speed: 0.4000 s/iteration over the last 180 iterations, data wait 0.0010 s/iteration
