@@ -27,6 +27,9 @@
 # hippocampus steps, default all four: SUP MT ADMT FULL). On a lent GPU, from the
 # checkout with the Hippocampus data carried in .devdata/Hippocampus:
 #   GRIDS=/tmp/grids CODE=$PWD HIPPO=$PWD/.devdata/Hippocampus JOBS=4 bash <this> schedule
+# The final tables, once every run of a grid is evaluated: `FIX=1 CODE=$PWD bash <this> la` (and
+# hippocampus), from the checkout: nothing trains (every run's evaluations are there), and the
+# checkout's reproduce.py writes results.md, with the cases each difference holds on.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"   # experiments/<this>
