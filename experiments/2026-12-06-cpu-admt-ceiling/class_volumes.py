@@ -19,16 +19,23 @@ from evaluation.predictor import Predictor  # noqa: E402
 from utils.metrics import dice as mask_dice  # noqa: E402
 
 
-def main():
-    root, eval_list, weights, *checkpoint_paths = sys.argv[1:]
+def predictors_and_cases(root, ids, weights: str, checkpoint_paths):
+    """(path, a Predictor on the checkpoint's ``weights``, the cases as (image, label)) per
+    checkpoint, the cases read once, on one CPU thread."""
     torch.set_num_threads(1)
-    ids = Path(eval_list).read_text().split()
     cases = None
     for path in checkpoint_paths:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         predictor = Predictor({**checkpoint, "student": checkpoint[weights]}, path, device=torch.device("cpu"))
+        cases = cases or [read_msd_case(root, case, predictor.num_classes) for case in ids]
+        yield path, predictor, cases
+
+
+def main():
+    root, eval_list, weights, *checkpoint_paths = sys.argv[1:]
+    ids = Path(eval_list).read_text().split()
+    for path, predictor, cases in predictors_and_cases(root, ids, weights, checkpoint_paths):
         classes = predictor.num_classes
-        cases = cases or [read_msd_case(root, case, classes) for case in ids]
         predicted, true, dice = np.zeros(classes), np.zeros(classes), []
         with torch.no_grad():
             for image, label in cases:

@@ -13,21 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from dataloaders.msd import read_msd_case  # noqa: E402
-from evaluation.predictor import Predictor  # noqa: E402
+from class_volumes import predictors_and_cases  # beside this file
 
 
 def main():
     root, case_list, first, count, weights, threshold, *checkpoint_paths = sys.argv[1:]
-    torch.set_num_threads(1)
     ids = Path(case_list).read_text().split()[int(first):int(first) + int(count)]
-    cases = None
-    for path in checkpoint_paths:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        predictor = Predictor({**checkpoint, "student": checkpoint[weights]}, path, device=torch.device("cpu"))
+    for path, predictor, cases in predictors_and_cases(root, ids, weights, checkpoint_paths):
         classes = predictor.num_classes
-        cases = cases or [read_msd_case(root, case, classes) for case in ids]
         as_itself, as_background, true = np.zeros(classes), np.zeros(classes), np.zeros(classes)
         own = [[] for _ in range(classes)]  # each class's probability where it is predicted
         with torch.no_grad():
