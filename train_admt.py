@@ -14,7 +14,10 @@ student's strong view of the unlabeled patches: teacher A's turns an intensity c
    class replaces the ensemble's;
 4. loss = (cross-entropy + Dice over every class, background included) / 2 on the labeled
    patches + a ramped-up weight (--consistency, 2.0) x cross-entropy on the strong view's
-   voxels whose confidence is at least --conf_threshold (0.8);
+   confident voxels: confidence at least --conf_threshold (0.8) times the share of the best
+   class's reach that the voxel's class reaches (--threshold_rule reach, the default: a class
+   the network cannot push to 0.8 still teaches; utils/class_thresholds.py says why), or at
+   least --conf_threshold itself (--threshold_rule fixed, as the official code);
 5. SGD step (poly learning-rate decay), then the teacher whose turn it is follows the student.
 
 --teachers 1 keeps one teacher, always following: the weak-to-strong core alone (confident
@@ -30,8 +33,9 @@ import torch
 from training.arguments import report_data_if_asked, require_finite_number, resolve_data_args, training_config, training_parser
 from training.schedule import poly_lr_at
 from training.session import TrainingSession
+from utils.class_thresholds import ReachRelativeThresholds
 from utils.cutmix import random_boxes
-from utils.dual_teachers import TeacherTurns, settle_with_student, teachers_pseudo_labels
+from utils.dual_teachers import TeacherTurns, settle_with_student, teachers_ensemble, teachers_pseudo_labels
 from utils.ema import ema_decay_at, make_teacher, update_teacher
 from utils.errors import UserError, report_user_errors
 from utils.intensity_perturbation import strong_intensity_view
@@ -49,6 +53,10 @@ def parse_args():
                       help="a teacher's turn lasts a random 1 to this many iterations")
     admt.add_argument("--conf_threshold", type=float, default=0.8,
                       help="voxels whose pseudo-label confidence is below this teach nothing")
+    admt.add_argument("--threshold_rule", default="reach", choices=["reach", "fixed"],
+                      help="reach: each class's threshold is --conf_threshold scaled by how high that class's "
+                           "probability gets, relative to the best class (a class capped below the threshold "
+                           "still teaches); fixed: --conf_threshold for every class (the official code)")
     admt.add_argument("--consistency", type=float, default=2.0, help="final weight of the unlabeled loss")
     admt.add_argument("--consistency_rampup", type=float, default=40.0,
                       help="ramp-up length of that weight, in units of 150 iterations")
@@ -79,20 +87,27 @@ def main():
     if report_data_if_asked(args):  # --check_data: the report alone, no training
         return
     session = TrainingSession(training_config(args, batch_size=args.batch_size), method="AD-MT", with_teacher=True)
+    if args.threshold_rule == "reach" and session.resume_from and "class_reach" not in session.resume_from:
+        raise UserError(f"{args.resume} was trained with one fixed confidence threshold (before --threshold_rule "
+                        f"existed); resume it with --threshold_rule fixed")
 
     # Data: the first --labelnum training cases are labeled (or, without it, those with labels), the rest unlabeled.
     labeled_ids, unlabeled_ids = session.split_cases(needs_unlabeled=True)
     session.load_batches(labeled_ids, unlabeled_ids)
     session.open_run(f"patch {args.patch_size}; {args.teachers} teacher(s), turns of 1 to {args.switch_period} "
-                     f"iterations, confidence threshold {args.conf_threshold}")
+                     f"iterations, confidence threshold {args.conf_threshold} ({args.threshold_rule})")
 
     # Models: the student learns; each teacher is a moving average of it over its own turns.
     student = session.network()
     teachers = [make_teacher(student, session.network()) for _ in range(args.teachers)]
     student_forward = session.trainable(student)
     session.sgd(student)
+    # Each class's confidence threshold, from the highest probability the teachers give it.
+    thresholds = (ReachRelativeThresholds(session.data.num_classes, args.conf_threshold).to(session.device)
+                  if args.threshold_rule == "reach" else None)
     session.start({"student": student, "teacher": teachers[0],
-                   **({"teacher_b": teachers[1]} if args.teachers == 2 else {})})
+                   **({"teacher_b": teachers[1]} if args.teachers == 2 else {}),
+                   **({"class_reach": thresholds} if thresholds is not None else {})})
     student.train()
     turns = TeacherTurns(args.switch_period, args.seed)  # a function of the seed: nothing to save
 
@@ -116,6 +131,9 @@ def main():
                     teacher.train(teacher is following)
                     probs.append(torch.softmax(teacher(weak).float(), dim=1))
                 pseudo = teachers_pseudo_labels(*probs)
+                if thresholds is not None:  # this batch counts from the next iteration on
+                    class_thresholds = thresholds.per_class()
+                    thresholds.update(teachers_ensemble(*probs))
 
             # 2. The strong view: an intensity change in teacher A's turns, a CutMix of the
             # unlabeled patches (pseudo-labels moved alike) in teacher B's.
@@ -135,8 +153,9 @@ def main():
 
         # 4. Supervised loss, and the confident voxels of the strong view, ramped up.
         loss_sup = supervised_loss(logits_labeled, label[:labeled_bs], with_background=True)  # as AD-MT's DiceLoss
+        voxel_thresholds = args.conf_threshold if thresholds is None else class_thresholds[pseudo.labels]
         loss_unsup, confident_share = confident_cross_entropy(logits_strong, pseudo.labels, pseudo.confidence,
-                                                              args.conf_threshold)
+                                                              voxel_thresholds)
         weight = args.consistency * sigmoid_rampup(iteration // 150, args.consistency_rampup)
         loss = loss_sup + weight * loss_unsup
 
@@ -145,12 +164,14 @@ def main():
         session.step(loss)
         update_teacher(following, student, ema_decay_at(iteration // 2, args.ema_decay), foreach=bool(args.foreach),
                        buffers=True)
-        session.average_buffers(student, *teachers)
+        session.average_buffers(student, *teachers, *([thresholds] if thresholds is not None else []))
 
         session.after(iteration, {"loss/total": loss, "loss/supervised": loss_sup, "loss/unsupervised": loss_unsup,
                                   "train/consistency_weight": weight, "train/confident_share": confident_share,
                                   "train/teacher_conflict": pseudo.conflict.float().mean(),
-                                  "train/from_student": from_student.float().mean(), "train/turn": turn})
+                                  "train/from_student": from_student.float().mean(), "train/turn": turn,
+                                  **({f"train/threshold_class{c}": t for c, t in enumerate(class_thresholds.tolist())}
+                                     if thresholds is not None else {})})
     session.close()
 
 

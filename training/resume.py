@@ -16,7 +16,8 @@ RUN_DEFINING_FLAGS = ("dataset_name", "num_classes", "labelnum", "max_samples", 
                       "consistency", "consistency_rampup", "ema_decay", "noise_std",
                       "uncertainty_passes", "threshold_start", "threshold_end",  # UA-MT
                       "pretrain_iterations", "mask_ratio", "u_weight",  # BCP
-                      "teachers", "conf_threshold", "switch_period", "lr_schedule")  # AD-MT
+                      "teachers", "conf_threshold", "threshold_rule", "switch_period",
+                      "lr_schedule")  # AD-MT
 
 
 def resume_path(resume: str, folder: Path) -> Path:

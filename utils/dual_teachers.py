@@ -40,14 +40,20 @@ def entropy_weighted_ensemble(probs_a: torch.Tensor, probs_b: torch.Tensor) -> t
 
 
 @torch.no_grad()
+def teachers_ensemble(probs_a: torch.Tensor, probs_b: torch.Tensor | None = None) -> torch.Tensor:
+    """The probabilities the pseudo-labels come from: one teacher's (``probs_b`` None) or the
+    entropy-weighted ensemble of two."""
+    return probs_a if probs_b is None else entropy_weighted_ensemble(probs_a, probs_b)
+
+
+@torch.no_grad()
 def teachers_pseudo_labels(probs_a: torch.Tensor, probs_b: torch.Tensor | None = None) -> PseudoLabels:
     """The pseudo-labels of one teacher (``probs_b`` None: no conflict anywhere) or of the
     entropy-weighted ensemble of two."""
-    if probs_b is None:
-        confidence, labels = probs_a.max(dim=1)
-        return PseudoLabels(labels, confidence, torch.zeros_like(labels, dtype=torch.bool))
-    confidence, labels = entropy_weighted_ensemble(probs_a, probs_b).max(dim=1)
-    return PseudoLabels(labels, confidence, probs_a.argmax(dim=1) != probs_b.argmax(dim=1))
+    confidence, labels = teachers_ensemble(probs_a, probs_b).max(dim=1)
+    conflict = (torch.zeros_like(labels, dtype=torch.bool) if probs_b is None
+                else probs_a.argmax(dim=1) != probs_b.argmax(dim=1))
+    return PseudoLabels(labels, confidence, conflict)
 
 
 @torch.no_grad()

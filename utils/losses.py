@@ -61,10 +61,10 @@ CONSISTENCY_LOSSES = {"mse": softmax_mse_loss, "kl": softmax_kl_loss}
 
 
 def confident_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor,
-                            threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+                            threshold: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of ``logits`` against pseudo-``labels``, averaged over the voxels whose
-    ``confidence`` is at least ``threshold`` (0 where there is none: no NaN), and the share of
-    voxels that counted."""
+    ``confidence`` is at least ``threshold`` (one number, or one per voxel, shaped like
+    ``labels``; 0 where there is none: no NaN), and the share of voxels that counted."""
     confident = confidence >= threshold
     per_voxel = F.cross_entropy(logits.float(), labels.long(), reduction="none")
     loss = (per_voxel * confident).sum() / confident.sum().clamp_min(1)

@@ -59,8 +59,9 @@ def admt_run(syn, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_teacher_run(syn, tmp_path_factory):
+    """One teacher, and the official code's fixed confidence threshold."""
     cwd = tmp_path_factory.mktemp("admt1")
-    ok(run_script(ADMT, [*data_args(syn), *COMMON, "--teachers", "1"], cwd))
+    ok(run_script(ADMT, [*data_args(syn), *COMMON, "--teachers", "1", "--threshold_rule", "fixed"], cwd))
     return cwd, run_dir(cwd)
 
 
@@ -84,6 +85,21 @@ def test_logs_its_terms_every_iteration(admt_run):
     total, sup, unsup = (named(scalars, n) for n in ("loss/total", "loss/supervised", "loss/unsupervised"))
     weight = named(scalars, "train/consistency_weight")
     assert all(total[i] == pytest.approx(sup[i] + weight[i] * unsup[i], rel=1e-5) for i in total)
+
+
+def test_class_thresholds_start_at_the_global_one_and_follow_the_reach(admt_run):
+    """--threshold_rule reach (the default): every class at 0.8 before any batch, then the best
+    class at 0.8 and the others at most that; the checkpoint keeps the reach."""
+    _, folder = admt_run
+    scalars = scalars_csv(folder)
+    per_class = [named(scalars, f"train/threshold_class{c}") for c in (0, 1)]
+    assert all(sorted(t) == [1, 2, 3, 4] for t in per_class)
+    assert [t[1] for t in per_class] == [pytest.approx(0.8), pytest.approx(0.8)]
+    for i in (2, 3, 4):
+        assert max(t[i] for t in per_class) == pytest.approx(0.8)
+        assert all(0.0 < t[i] <= 0.8 + 1e-6 for t in per_class)
+    reach = load(folder / "iter_4.pth")["class_reach"]["reach"]
+    assert reach.shape == (2,) and bool(((reach > 0) & (reach <= 1)).all())
 
 
 def test_turns_follow_the_seeded_alternation(admt_run):
@@ -153,6 +169,8 @@ def test_one_teacher_runs_without_conflicts(one_teacher_run):
     assert state["method"] == "AD-MT"
     assert state["student"] and state["teacher"]
     assert "teacher_b" not in state  # the session saves only the models a run has
+    assert "class_reach" not in state  # --threshold_rule fixed keeps no reach
+    assert not named(scalars, "train/threshold_class0")
     assert state["args"]["teachers"] == 1
     # the one teacher follows (in train mode) every iteration
     assert {int(v) for k, v in state["teacher"].items() if k.endswith("num_batches_tracked")} == {4}
@@ -177,6 +195,7 @@ def test_checkpoints_evaluate_with_inference(which, syn, admt_run, one_teacher_r
     (["--ema_decay", "1.5"], "--ema_decay must be between 0 and 1"),
     (["--teachers", "3"], "--teachers"),
     (["--lr_schedule", "cosine"], "--lr_schedule"),
+    (["--threshold_rule", "adaptive"], "--threshold_rule"),
     (["--labeled_bs", "4", "--batch_size", "4"], "--labeled_bs (4) must be smaller than --batch_size (4)"),
 ])
 def test_bad_flags_are_one_error_line(flags, message, syn, tmp_path):
@@ -207,3 +226,20 @@ def test_a_one_teacher_checkpoint_is_not_resumed_with_two(syn, one_teacher_run, 
     _, folder = one_teacher_run
     proc = run_script(ADMT, [*data_args(syn), *COMMON, "--exp", "other", "--resume", folder / "iter_2.pth"], tmp_path)
     one_error_line(proc, "--teachers 1 (not 2)")
+
+
+def test_a_checkpoint_from_before_the_threshold_rule_resumes_only_with_the_fixed_one(syn, one_teacher_run, tmp_path):
+    """A checkpoint saved before --threshold_rule existed (no such flag, no reach) was trained with
+    the fixed threshold: the default rule refuses it in one line, --threshold_rule fixed goes on."""
+    _, folder = one_teacher_run
+    state = load(folder / "iter_2.pth")
+    del state["args"]["threshold_rule"]
+    old = tmp_path / "old.pth"
+    torch.save(state, old)
+    proc = run_script(ADMT, [*data_args(syn), *COMMON, "--teachers", "1", "--exp", "other", "--resume", old],
+                      tmp_path)
+    one_error_line(proc, "resume it with --threshold_rule fixed")
+    assert not run_dir(tmp_path, exp="other").exists()  # refused before anything is written
+    ok(run_script(ADMT, [*data_args(syn), *COMMON, "--teachers", "1", "--threshold_rule", "fixed", "--exp", "other",
+                         "--resume", old], tmp_path))
+    assert load(run_dir(tmp_path, exp="other") / "iter_4.pth")["iteration"] == 4
