@@ -14,6 +14,13 @@
 #                           # threads, in order of priority, each only if it can end before UNTIL (UTC)
 #   bash run.sh collect     # evaluations, logs and tables back into this folder
 #
+# REACH=1 (implies FIX=1): AD-MT with per-class thresholds relative to each class's reach
+# (098cdb1, "The threshold no class could reach" in README.md): code at 098cdb1 in $GRIDS/codereach,
+# runs in $GRIDS/admt_reach, collected into after_reach_threshold/; only the AD-MT rows train
+# again (every seed, both datasets), the other rows' evaluations are copied from the FIX grid:
+#   REACH=1 UNTIL=22:16 bash run.sh queue
+#   REACH=1 CODE=$PWD bash run.sh la; REACH=1 CODE=$PWD bash run.sh hippocampus  # the final tables
+#
 # FIX=1 before any of these: the same steps with the orientation fix (98c12a3, "The orientation no
 # run had seen" in README.md): code at 98c12a3 in $GRIDS/codefix, runs in $GRIDS/admt_fix, collected
 # into after_orientation_fix/, and every row trained again (no 2026-12-01 rows reused). Without
@@ -33,8 +40,12 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"   # experiments/<this>
-GRIDS="${GRIDS:-/work/grids}"; FIX="${FIX:-0}"
-if [ "$FIX" = 1 ]; then
+GRIDS="${GRIDS:-/work/grids}"; FIX="${FIX:-0}"; REACH="${REACH:-0}"
+FIXED="$HERE/after_orientation_fix"   # the FIX grids' collected runs
+if [ "$REACH" = 1 ]; then
+  FIX=1; CODE="${CODE:-$GRIDS/codereach}"; COMMIT="${COMMIT:-098cdb1}"; OUT="${OUT:-$GRIDS/admt_reach}"
+  RESULTS="${RESULTS:-$HERE/after_reach_threshold}"
+elif [ "$FIX" = 1 ]; then
   CODE="${CODE:-$GRIDS/codefix}"; COMMIT="${COMMIT:-98c12a3}"; OUT="${OUT:-$GRIDS/admt_fix}"
   RESULTS="${RESULTS:-$HERE/after_orientation_fix}"
 else  # a97c54d: the training code of every AD-MT run on the old augmentation (both fixes below)
@@ -47,6 +58,8 @@ read -ra METHODS <<< "${METHODS:-SUP MT ADMT FULL}"
 JOBS="${JOBS:-2}"
 export OMP_NUM_THREADS="${THREADS:-1}" MKL_NUM_THREADS="${THREADS:-1}"   # two runs at a time on two cores
 mkdir -p "$OUT"
+# REACH=1: the FIX grid's schedule (chosen with the same training code)
+[ "$REACH" = 0 ] || [ -f "$OUT/hippocampus_schedule.txt" ] || cp "$FIXED/hippocampus_schedule.txt" "$OUT/"
 
 # what `collect` put in this folder, back into $OUT where missing: reproduce.py counts a run whose
 # evaluations are in its --out as done, checkpoints or not; and the tables, so that a call for a
@@ -63,6 +76,21 @@ restore() {
   done
   for file in "$RESULTS"/console_*.txt "$RESULTS"/schedule.txt "$RESULTS"/hippocampus_schedule.txt; do [ -f "$file" ] && cp -n "$file" "$OUT/"; done
   true
+}
+# REACH=1: the rows other than AD-MT of grid $1 are the FIX grid's evaluations (collected, or
+# still in its runs folder; copied again on each call, so a run finished since comes in whole),
+# not retrained: their training code is the same at 098cdb1 as at 98c12a3
+other_rows() {
+  local old part src
+  for old in "$FIXED/$1" "$GRIDS/admt_fix/$1"; do
+    for part in eval scalars logs; do
+      [ -d "$old/$part" ] || continue
+      mkdir -p "$OUT/$1/$part"
+      for src in "$old/$part"/*; do
+        case "$(basename "$src")" in *ADMT_*) ;; *) [ -e "$src/.incomplete" ] || cp -r "$src" "$OUT/$1/$part/";; esac
+      done
+    done
+  done
 }
 [ -d "$CODE" ] || { git -C "$REPO" worktree prune; git -C "$REPO" worktree add --detach "$CODE" "$COMMIT"; }
 
@@ -90,6 +118,7 @@ la)
       case "$(basename "$src")" in SUP_*|MT_*|train_SUP_*|train_MT_*|eval_SUP_*|eval_MT_*) cp -rn "$src" "$grid/$part/";; esac
     done
   done
+  [ "$REACH" = 0 ] || other_rows "LA_half_methods$iterations"
   # the 1500-iteration recipe's learning-rate steps (every 625) and Mean Teacher's ramp-up (10)
   # scale with the length, as AD-MT's do in reproduce.py
   cd "$CODE"
@@ -114,6 +143,7 @@ print(f\"{100 * (rows['FULL'] - rows['SUP']):.2f}\")" "$OUT/Hippocampus_hippo$it
   echo "chosen: ${chosen:-$widest_at} iterations (${chosen:+the shortest with a gap of at least 5}${chosen:-none reached 5: the widest gap})" | tee -a "$OUT/schedule.txt" ;;
 hippocampus)
   restore
+  [ "$REACH" = 0 ] || other_rows "Hippocampus_hippo${HIPPO_ITERATIONS:-$(cat "$OUT/hippocampus_schedule.txt")}"
   iterations="${HIPPO_ITERATIONS:-$(cat "$OUT/hippocampus_schedule.txt")}"
   cd "$CODE"
   hippocampus_grid "$iterations" --seeds "${SEEDS[@]}" --methods "${METHODS[@]}" >> "$OUT/console_hippocampus.txt" 2>&1 ;;
@@ -140,16 +170,22 @@ la:3750 MT 1337 4750
 hippocampus SUP,FULL 1338 S*40/100+150
 la SUP,FULL 1338 1200
 hippocampus ADMT 1338 S*160/100+300
-la ADMT 1338 6300
 hippocampus MT 1338 S*45/100+200
 la MT 1338 1900
 hippocampus SUP,FULL 1339 S*40/100+150
 la SUP,FULL 1339 1200
-hippocampus ADMT 1339 S*160/100+300
-la ADMT 1339 6300
 hippocampus MT 1339 S*45/100+200
 la MT 1339 1900
 hippocampus:15000 SUP,FULL 1337 5300"
+  # AD-MT with the per-class thresholds, every seed again on both: Hippocampus seed 1338 first
+  # (the fixed threshold's collapse)
+  [ "$REACH" = 1 ] && runs="\
+la ADMT 1338 6300
+hippocampus ADMT 1338 S*160/100+300
+hippocampus ADMT 1337 S*160/100+300
+la ADMT 1337 6300
+hippocampus ADMT 1339 S*160/100+300
+la ADMT 1339 6300"
   while read -r step methods seed seconds; do
     # "la:3750": the step at that length instead of its grid's (the length control)
     dataset=${step%%:*}; length=${step#"$dataset"}; length=${length#:}
