@@ -212,7 +212,15 @@ collect)
   for grid in "$OUT"/LA_half_* "$OUT"/Hippocampus_*; do
     [ -d "$grid" ] || continue
     mkdir -p "$RESULTS/$(basename "$grid")"
-    for part in eval logs scalars; do [ -d "$grid/$part" ] && cp -r "$grid/$part" "$RESULTS/$(basename "$grid")/"; done
+    for part in eval logs scalars; do
+      [ -d "$grid/$part" ] || continue
+      if [ "$REACH" = 1 ]; then  # its own AD-MT runs only: the other rows are in $FIXED already
+        mkdir -p "$RESULTS/$(basename "$grid")/$part"
+        for src in "$grid/$part"/*ADMT_*; do [ -e "$src" ] && cp -r "$src" "$RESULTS/$(basename "$grid")/$part/"; done
+      else
+        cp -r "$grid/$part" "$RESULTS/$(basename "$grid")/"
+      fi
+    done
     for file in "$grid"/results*.md "$grid"/results*.json "$grid"/*.png; do [ -f "$file" ] && cp "$file" "$RESULTS/$(basename "$grid")/"; done
   done
   find "$RESULTS" \( -name .lock -o -name .incomplete \) -prune -exec rm -rf {} +
@@ -227,6 +235,8 @@ for path in sys.argv[1:]:
     with gzip.open(path, 'wt', newline='') as handle:
         csv.writer(handle).writerows(kept)
 " {} +
-  for file in "$OUT"/console_*.txt "$OUT"/schedule.txt "$OUT"/hippocampus_schedule.txt; do [ -f "$file" ] && cp "$file" "$RESULTS/"; done
+  for file in "$OUT"/console_*.txt "$OUT"/schedule.txt "$OUT"/hippocampus_schedule.txt; do
+    [ -f "$file" ] && { [ "$REACH" = 0 ] || [[ "$file" == */console_* ]]; } && cp "$file" "$RESULTS/"
+  done
   true ;;
 esac
