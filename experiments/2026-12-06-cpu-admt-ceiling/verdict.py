@@ -7,7 +7,10 @@ same label count whose labeled-only, all-labeled and Mean Teacher runs trained a
 did: the same numbers with AD-MT's rows set beside those, so that a gain that is only the longer
 schedule shows.
 
-    python verdict.py <grid> [--length_control <grid>]
+    python verdict.py <grid> [--length_control <grid>] [--admt <grid>]
+
+``--admt``: AD-MT's rows from that grid instead (the per-class threshold runs, whose folder holds
+only AD-MT), beside the other rows of ``<grid>``.
 
 Reads ``<grid>/eval/<METHOD>_<labeled>_s<seed>[_teacher]/`` as ``reproduce.py`` wrote them.
 """
@@ -65,9 +68,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("grid", type=Path)
     parser.add_argument("--length_control", type=Path, help="a grid trained as long as AD-MT")
+    parser.add_argument("--admt", type=Path, help="a grid whose AD-MT rows replace <grid>'s")
     args = parser.parse_args()
     rows = grid_rows(args.grid)
-    lines = report(rows, f"{args.grid.name}, Dice points, last checkpoint")
+    if args.admt:
+        rows = [r for r in rows if r["method"] != "ADMT"] + [r for r in grid_rows(args.admt) if r["method"] == "ADMT"]
+    lines = report(rows, f"{args.grid.name}" + (f" with AD-MT of {args.admt}" if args.admt else "")
+                   + ", Dice points, last checkpoint")
     if args.length_control:
         control = grid_rows(args.length_control) + [r for r in rows if r["method"] == "ADMT"]
         lines += ["", *report(control, f"AD-MT of {args.grid.name} against {args.length_control.name}, trained as long")]
