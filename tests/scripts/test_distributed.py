@@ -248,6 +248,7 @@ def test_uamt_bcp_and_admt_under_torchrun(script, model, extra, data, tmp_path):
     if model == "ADMT":
         assert tensors_equal(states[0]["teacher_b"], states[1]["teacher_b"])
         assert not tensors_equal(states[0]["teacher"], states[0]["teacher_b"])
+        assert tensors_equal(states[0]["class_reach"], states[1]["class_reach"])  # one threshold per class for all
     folder = tmp_path / "model" / f"Synthetic_ddp_{LABELNUM}_labeled" / model
     assert tensors_equal(load_checkpoint(folder / "iter_4.pth")["student"], states[0]["student"])
     iterations = [line for line in log_lines(folder, "iteration") if "loss/total" in line]
