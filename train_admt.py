@@ -130,10 +130,11 @@ def main():
                 for teacher in teachers:
                     teacher.train(teacher is following)
                     probs.append(torch.softmax(teacher(weak).float(), dim=1))
-                pseudo = teachers_pseudo_labels(*probs)
+                ensemble = teachers_ensemble(*probs)
+                pseudo = teachers_pseudo_labels(*probs, ensemble=ensemble)
                 if thresholds is not None:  # this batch counts from the next iteration on
                     class_thresholds = thresholds.per_class()
-                    thresholds.update(teachers_ensemble(*probs))
+                    thresholds.update(ensemble)
 
             # 2. The strong view: an intensity change in teacher A's turns, a CutMix of the
             # unlabeled patches (pseudo-labels moved alike) in teacher B's.
@@ -170,7 +171,7 @@ def main():
                                   "train/consistency_weight": weight, "train/confident_share": confident_share,
                                   "train/teacher_conflict": pseudo.conflict.float().mean(),
                                   "train/from_student": from_student.float().mean(), "train/turn": turn,
-                                  **({f"train/threshold_class{c}": t for c, t in enumerate(class_thresholds.tolist())}
+                                  **({f"train/threshold_class{c}": class_thresholds[c] for c in range(len(class_thresholds))}
                                      if thresholds is not None else {})})
     session.close()
 

@@ -39,9 +39,9 @@ class ReachRelativeThresholds(nn.Module):
     def per_class(self) -> torch.Tensor:
         """(C,): each class's threshold now."""
         best = self.reach.max()
-        if best <= 0:  # nothing seen yet
-            return torch.full_like(self.reach, self.threshold)
-        return self.threshold * self.reach / best
+        # nothing seen yet: the global threshold (a where, not an if: no GPU sync per iteration)
+        return torch.where(best > 0, self.threshold * self.reach / best.clamp_min(torch.finfo(best.dtype).tiny),
+                           torch.full_like(self.reach, self.threshold))
 
     @torch.no_grad()
     def update(self, probs: torch.Tensor) -> None:

@@ -47,10 +47,13 @@ def teachers_ensemble(probs_a: torch.Tensor, probs_b: torch.Tensor | None = None
 
 
 @torch.no_grad()
-def teachers_pseudo_labels(probs_a: torch.Tensor, probs_b: torch.Tensor | None = None) -> PseudoLabels:
+def teachers_pseudo_labels(probs_a: torch.Tensor, probs_b: torch.Tensor | None = None, *,
+                           ensemble: torch.Tensor | None = None) -> PseudoLabels:
     """The pseudo-labels of one teacher (``probs_b`` None: no conflict anywhere) or of the
-    entropy-weighted ensemble of two."""
-    confidence, labels = teachers_ensemble(probs_a, probs_b).max(dim=1)
+    entropy-weighted ensemble of two (``ensemble``: ``teachers_ensemble``'s, where the caller
+    has it already)."""
+    ensemble = teachers_ensemble(probs_a, probs_b) if ensemble is None else ensemble
+    confidence, labels = ensemble.max(dim=1)
     conflict = (torch.zeros_like(labels, dtype=torch.bool) if probs_b is None
                 else probs_a.argmax(dim=1) != probs_b.argmax(dim=1))
     return PseudoLabels(labels, confidence, conflict)
