@@ -159,6 +159,8 @@ queue)
   deadline=$(date -u -d "${UNTIL:?UNTIL=HH:MM, UTC: the time by which the runs must end}" +%s)
   [ "$deadline" -gt "$(date +%s)" ] || deadline=$((deadline + 86400))   # past: tomorrow's
   schedule=$(cat "$OUT/hippocampus_schedule.txt")
+  # the estimates are the AMD's; this experiment's runs on the 2-core Intel Xeon took 75-83 % of them
+  cpu_share=100; lscpu | grep -q "Intel" && cpu_share=85
   runs="\
 la SUP,FULL 1337 1200
 la MT 1337 1900
@@ -192,8 +194,7 @@ la ADMT 1339 6300"
     if [ "$dataset" = la ]; then grid=LA_half_methods${length:-1500}; labeled=6; all=64
     else grid=Hippocampus_hippo${length:-$schedule}; labeled=17; all=168; fi
     seconds=$(( ${seconds//S/$schedule} ))
-    # the estimates are the AMD's; this experiment's runs on the 2-core Intel Xeon took 75-83 % of them
-    lscpu | grep -q "Intel" && seconds=$(( seconds * 85 / 100 ))
+    seconds=$(( seconds * cpu_share / 100 ))
     missing=()
     for method in ${methods//,/ }; do
       name="${method}_$([ "$method" = FULL ] && echo $all || echo $labeled)_s$seed"
