@@ -1,5 +1,5 @@
-"""Diagnostic (not part of the toolkit): does a Hippocampus checkpoint lose Dice to its
-BatchNorm running statistics? Scores the cases of a list three ways: as inference.py does (eval
+"""Diagnostic (not part of the toolkit): does a checkpoint (Hippocampus, the LA proxy) lose Dice
+to its BatchNorm running statistics? Scores the cases of a list three ways: as inference.py does (eval
 mode, the running statistics gathered under training's augmentation); with each window batch's
 own statistics; and with running statistics recomputed from unaugmented random crops of the
 labeled training cases (its ``labeled_ids``; 200 batches of 2, a cumulative average), then
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from dataloaders.msd import read_msd_case  # noqa: E402
+from dataloaders.datasets import data_folder  # noqa: E402
 from evaluation.predictor import Predictor  # noqa: E402
 
 
@@ -73,7 +73,9 @@ def main():
     predictor = Predictor({**checkpoint, "student": checkpoint[weights]}, checkpoint_path, device=torch.device("cpu"))
     classes = predictor.num_classes
     labeled = list(checkpoint["labeled_ids"])
-    read = lambda ids: [read_msd_case(root, c, classes) for c in ids]  # noqa: E731
+    # the cases as the run read them (LA: z-scored per case where it trained so; MSD: its intensities)
+    data = data_folder(root, normalize=checkpoint["args"].get("normalize") or "none", intensity=checkpoint.get("intensity"))
+    read = lambda ids: [data.read(c) for c in ids]  # noqa: E731
     evaluation = read(Path(eval_list).read_text().split())
     print(f"{checkpoint_path} ({weights}) on {eval_list}, Dice % per foreground class")
     print("  eval mode, running statistics (as inference.py):", score(predictor, evaluation, classes, False))
