@@ -74,7 +74,8 @@ def main():
     classes = predictor.num_classes
     labeled = list(checkpoint["labeled_ids"])
     # the cases as the run read them (LA: z-scored per case where it trained so; MSD: its intensities)
-    data = data_folder(root, normalize=checkpoint["args"].get("normalize") or "none", intensity=checkpoint.get("intensity"))
+    data = data_folder(root, normalize=checkpoint["args"].get("normalize") or "none",
+                       intensity=checkpoint.get("intensity"))
     read = lambda ids: [data.read(c) for c in ids]  # noqa: E731
     evaluation = read(Path(eval_list).read_text().split())
     print(f"{checkpoint_path} ({weights}) on {eval_list}, Dice % per foreground class")
